@@ -1,0 +1,1 @@
+"""Cluster launcher: N `llmsim serve` instances under supervisord."""

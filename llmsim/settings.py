@@ -1,0 +1,98 @@
+"""The one Settings object.
+
+CLI flags, ``LLMSIM_*`` environment variables and an optional TOML/YAML config file all map onto
+the fields below; precedence is CLI > environment > config file > default. The CLI is generated
+from these fields, so a new setting is one new field.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_MODELS = ("gpt-3.5-turbo", "gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini")
+
+
+class ResponseMode(str, Enum):
+    echo = "echo"
+    fixed = "fixed"
+    lorem = "lorem"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMSIM_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface to bind; containers use 0.0.0.0.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    reload: bool = Field(False, description="Restart the server when the code changes (development).")
+    instance_id: str | None = Field(
+        None,
+        # POD_NAME is what the Kubernetes downward API sets; LLMSIM_INSTANCE_ID wins over it.
+        validation_alias=AliasChoices("instance_id", "LLMSIM_INSTANCE_ID", "POD_NAME"),
+        description="ID stamped into every response (default: $POD_NAME, else <hostname>:<port>).",
+    )
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_MODELS, description="Comma-separated model IDs to serve."
+    )
+    response_mode: ResponseMode = Field(
+        ResponseMode.echo,
+        description="echo: quote the last user message; fixed: --fixed-text; "
+        "lorem: deterministic filler of --output-tokens tokens.",
+    )
+    fixed_text: str = Field(
+        "This is a simulated response from llmsim.", description="The text answered in fixed mode."
+    )
+    output_tokens: int = Field(64, ge=1, description="Length of lorem output, in tokens.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    access_log: bool = Field(False, description="Log one line per request (costs throughput).")
+    log_level: str = Field("info", description="critical, error, warning, info, debug or trace.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [m.strip() for m in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            value = tuple(m for m in value if m)
+            if not value:
+                raise ValueError("at least one model is required")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"critical", "error", "warning", "info", "debug", "trace"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("LLMSIM_CONFIG")
+        if config:
+            path = Path(config)
+            if path.suffix in {".yaml", ".yml"}:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            else:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

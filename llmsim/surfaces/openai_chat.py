@@ -1,0 +1,302 @@
+"""OpenAI ``/v1/chat/completions``: wire format in, neutral request out, and back again."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmsim.errors import APIError, model_not_found
+from llmsim.generation import Generation, GenerationRequest, PromptMessage
+from llmsim.surfaces.validation import to_api_error
+
+
+class _Model(BaseModel):
+    # strict: OpenAI rejects "2" for an integer; unknown fields are ignored, as OpenAI does.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class RefusalPart(_Model):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class ImageURL(_Model):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Model):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(_Model):
+    data: str
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(_Model):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FilePart(_Model):
+    type: Literal["file"]
+    file: dict[str, Any]
+
+
+UserPart = Annotated[Union[TextPart, ImagePart, AudioPart, FilePart], Field(discriminator="type")]
+AssistantPart = Annotated[Union[TextPart, RefusalPart], Field(discriminator="type")]
+
+
+class FunctionCall(_Model):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Model):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class SystemMessage(_Model):
+    role: Literal["system"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class DeveloperMessage(_Model):
+    role: Literal["developer"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class UserMessage(_Model):
+    role: Literal["user"]
+    content: str | list[UserPart]
+    name: str | None = None
+
+
+class AssistantMessage(_Model):
+    role: Literal["assistant"]
+    content: str | list[AssistantPart] | None = None
+    refusal: str | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None
+
+
+class ToolMessage(_Model):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str
+
+
+class FunctionMessage(_Model):
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+Message = Annotated[
+    Union[SystemMessage, DeveloperMessage, UserMessage, AssistantMessage, ToolMessage, FunctionMessage],
+    Field(discriminator="role"),
+]
+
+
+class StreamOptions(_Model):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class FunctionDefinition(_Model):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Model):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(_Model):
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, int] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    modalities: list[str] | None = None
+
+
+def _prompt_message(message: Any) -> PromptMessage:
+    texts: list[str] = []
+    images = 0
+    body = message.content
+    if isinstance(body, str):
+        texts.append(body)
+    elif body:
+        for part in body:
+            if isinstance(part, TextPart):
+                texts.append(part.text)
+            elif isinstance(part, RefusalPart):
+                texts.append(part.refusal)
+            elif isinstance(part, ImagePart):
+                images += 1
+    for call in getattr(message, "tool_calls", None) or ():
+        texts += (call.function.name, call.function.arguments)
+    return PromptMessage(message.role, tuple(texts), getattr(message, "name", None), images)
+
+
+def parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, GenerationRequest]:
+    try:
+        body = ChatCompletionRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise to_api_error(exc, raw) from None
+    if body.stream_options is not None and not body.stream:
+        raise APIError(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+            "invalid_value",
+        )
+    if body.model not in models:
+        raise model_not_found(body.model)
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(s for s in body.stop or () if s)
+    neutral = GenerationRequest(
+        model=body.model,
+        messages=[_prompt_message(m) for m in body.messages],
+        n=body.n or 1,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop,
+        seed=body.seed,
+    )
+    return body, neutral
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(29))
+
+
+def _usage(generation: Generation) -> dict[str, Any]:
+    return {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def render(generation: Generation, model: str, instance: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": choice.index,
+                    "message": {
+                        "role": "assistant",
+                        "content": choice.text,
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": choice.finish_reason,
+                }
+                for choice in generation.choices
+            ],
+            "usage": _usage(generation),
+            "service_tier": "default",
+            "system_fingerprint": instance,
+        }
+    )
+
+
+def render_stream(generation: Generation, model: str, instance: str, include_usage: bool) -> Iterator[bytes]:
+    """SSE events as OpenAI sends them: role first, one token per chunk, interleaved across
+    choices, a finish chunk per choice, the optional usage chunk, then ``[DONE]``."""
+    envelope = orjson.dumps(
+        {
+            "id": completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": instance,
+            "choices": [],
+            **({"usage": None} if include_usage else {}),
+        }
+    )
+    # Every chunk shares the envelope; only the choices array differs, so splice it in.
+    head, tail = envelope.split(b'"choices":[]', 1)
+    head = b"data: " + head + b'"choices":['
+    tail = b"]" + tail + b"\n\n"
+    dumps = orjson.dumps
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return head + dumps(choice) + tail
+
+    for choice in generation.choices:
+        yield chunk(choice.index, {"role": "assistant", "content": "", "refusal": None})
+    longest = max(len(choice.pieces) for choice in generation.choices)
+    for position in range(longest):
+        for choice in generation.choices:
+            if position < len(choice.pieces):
+                yield chunk(choice.index, {"content": choice.pieces[position]})
+    for choice in generation.choices:
+        yield chunk(choice.index, {}, choice.finish_reason)
+    if include_usage:
+        usage = envelope.replace(b'"usage":null', b'"usage":' + dumps(_usage(generation)))
+        yield b"data: " + usage + b"\n\n"
+    yield b"data: [DONE]\n\n"
