@@ -39,9 +39,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(annotation, type) and issubclass(annotation, Enum):
             kwargs["choices"] = [m.value for m in annotation]
-        elif annotation is int:
-            kwargs["type"] = int
-        elif int in get_args(annotation) and str not in get_args(annotation):
+        elif annotation is int or int in get_args(annotation) and str not in get_args(annotation):
             kwargs["type"] = int
         parser.add_argument(_flag(name), **kwargs)
 
@@ -96,7 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(serve)
     serve.set_defaults(handler=_serve)
+    # cluster and probe have their own parsers in cluster/; import them only when asked for.
+    for name, summary in (
+        ("cluster", "start and manage N instances under supervisord"),
+        ("probe", "send traffic through a gateway and show how it was spread"),
+    ):
+        sub = commands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+        sub.add_argument("rest", nargs=argparse.REMAINDER)
+        sub.set_defaults(handler=_delegate(name))
     return parser
+
+
+def _delegate(name: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module = importlib.import_module(f"cluster.{name if name == 'probe' else 'cli'}")
+        return module.main(args.rest)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,9 +50,14 @@ def _param(body: Any, loc: tuple[int | str, ...], missing: bool) -> str | None:
     path = ""
     node = body
     for i, step in enumerate(loc):
-        if isinstance(node, dict) and isinstance(step, str) and step in node:
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        if (
+            isinstance(node, dict)
+            and isinstance(step, str)
+            and step in node
+            or isinstance(node, list)
+            and isinstance(step, int)
+            and 0 <= step < len(node)
+        ):
             node = node[step]
         elif missing and i == len(loc) - 1:
             node = None
