@@ -42,8 +42,11 @@ class _BodyTooLarge(Exception):
 
 
 class InstanceMiddleware:
-    def __init__(self, app: ASGIApp, instance_id: str, stats: Stats, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, instance_id: str, stats: Stats, max_body: int, paths: dict[Any, str]
+    ) -> None:
         self.app = app
+        self.paths = paths  # endpoint function -> route path, to count requests per route
         self.instance = instance_id.encode()
         self.stats = stats
         self.max_body = max_body
@@ -88,8 +91,7 @@ class InstanceMiddleware:
                 await self.app(scope, receive_limited, send_stamped)
         finally:
             self.stats.in_flight -= 1
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "other"
+            endpoint = self.paths.get(scope.get("endpoint"), "other")
             self.stats.by_endpoint[(endpoint, status)] += 1
 
 
@@ -196,7 +198,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     app.add_route("/v1/models/{model_id:path}", get_model, ["GET"])
     app.add_route("/v1/chat/completions", chat_completions, ["POST"])
 
-    return InstanceMiddleware(app, instance_id, stats, settings.max_body_bytes)
+    paths = {route.endpoint: route.path for route in app.routes if hasattr(route, "endpoint")}
+    return InstanceMiddleware(app, instance_id, stats, settings.max_body_bytes, paths)
 
 
 def _json(payload: Any) -> Response:

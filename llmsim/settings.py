@@ -32,7 +32,9 @@ class ResponseMode(str, Enum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLMSIM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LLMSIM_", env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
     host: str = Field("127.0.0.1", description="Interface to bind; containers use 0.0.0.0.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")

@@ -82,7 +82,12 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
         return invalid_json()
     # Of the alternatives a union tried, the one that got deepest into the body is what the
     # client meant ("text" must be a string), not the first ("content" must be a string).
-    first = max(errors, key=lambda e: len(_param(body, e["loc"], e["type"] == "missing") or ""))
+    # At equal depth, an alternative whose type matched ("stop" is an array, but too long) beats
+    # one that merely had the wrong type.
+    first = max(
+        errors,
+        key=lambda e: (len(_param(body, e["loc"], e["type"] == "missing") or ""), e["type"] not in _EXPECTED),
+    )
     kind = first["type"]
     param = _param(body, first["loc"], kind == "missing")
     value = first.get("input")
@@ -125,7 +130,7 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
         return APIError(400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
-        number = "integer" if isinstance(value, int) else "decimal"
+        number = "decimal" if isinstance(bound, float) else "integer"
         op = ">=" if kind == "greater_than_equal" else ">"
         return APIError(
             400,
@@ -135,7 +140,7 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
         )
     if kind in ("less_than_equal", "less_than"):
         bound = ctx.get("le", ctx.get("lt"))
-        number = "integer" if isinstance(value, int) else "decimal"
+        number = "decimal" if isinstance(bound, float) else "integer"
         op = "<=" if kind == "less_than_equal" else "<"
         return APIError(
             400,
