@@ -30,3 +30,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# `make cluster N=4 ARGS="--base-port 9001"`: N instances under supervisord (see README).
+.PHONY: cluster cluster-status cluster-down
+cluster: $(STAMP)
+	$(BIN)/llmsim cluster up -n $(N) $(ARGS)
+
+cluster-status: $(STAMP)
+	$(BIN)/llmsim cluster status $(ARGS)
+
+cluster-down: $(STAMP)
+	$(BIN)/llmsim cluster down $(ARGS)

@@ -1,6 +1,6 @@
 """Builds the ASGI app from Settings.
 
-The outermost layer, :class:`InstanceMiddleware`, is the part of the pipeline every response
+The outermost layer, :class:`Pipeline`, is the part of the pipeline every response
 passes through, whatever produced it (a route, a 404, a 405, an unhandled error): it stamps the
 instance and request IDs, enforces the body limit and keeps the per-instance counters.
 """
@@ -8,15 +8,14 @@ instance and request IDs, enforces the body limit and keeps the per-instance cou
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import AsyncIterator, Iterator
+import random
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import Response, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmsim import __version__
@@ -41,12 +40,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class InstanceMiddleware:
+class Pipeline:
+    """The stages every HTTP response goes through once, whatever produced it.
+
+    Identity and request-ID headers, the body limit, the per-instance counters, and the
+    rendering of every error (raised by a surface, by the router as a 404/405, or unexpected)
+    into the provider's envelope.
+    """
+
     def __init__(
         self, app: ASGIApp, instance_id: str, stats: Stats, max_body: int, paths: dict[Any, str]
     ) -> None:
         self.app = app
-        self.paths = paths  # endpoint function -> route path, to count requests per route
+        self.paths = paths  # endpoint -> route path, to count requests per route
         self.instance = instance_id.encode()
         self.stats = stats
         self.max_body = max_body
@@ -55,15 +61,18 @@ class InstanceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The router raises HTTPException for 404/405 (instead of answering in plain text)
+        # when it runs inside an app; this is that app.
+        scope["app"] = self
         request_id = b""
-        length = 0
+        length = -1
         for name, value in scope["headers"]:
             if name == _REQUEST_ID:
                 request_id = value[:200]
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else 0
-        request_id = request_id or b"req_" + os.urandom(16).hex().encode()
-        status = 500
+                length = int(value) if value.isdigit() else -1
+        request_id = request_id or b"req_%032x" % random.getrandbits(128)
+        status = 0
         stamp = [(_INSTANCE, self.instance), (_REQUEST_ID, request_id)]
 
         async def send_stamped(message: Message) -> None:
@@ -86,13 +95,34 @@ class InstanceMiddleware:
         self.stats.in_flight += 1
         try:
             if length > self.max_body:
-                await _send_error(body_too_large(self.max_body), send_stamped)
-            else:
-                await self.app(scope, receive_limited, send_stamped)
+                raise _BodyTooLarge
+            # A declared length is enforced by the HTTP parser; only chunked bodies need counting.
+            await self.app(scope, receive if length >= 0 else receive_limited, send_stamped)
+        except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
+            if status:
+                raise  # the response has started; all that is left is to drop the connection
+            await _send_error(self._as_api_error(exc, scope), send_stamped)
         finally:
             self.stats.in_flight -= 1
             endpoint = self.paths.get(scope.get("endpoint"), "other")
-            self.stats.by_endpoint[(endpoint, status)] += 1
+            self.stats.by_endpoint[(endpoint, status or 500)] += 1
+
+    def _as_api_error(self, exc: Exception, scope: Scope) -> APIError:
+        if isinstance(exc, APIError):
+            return exc
+        if isinstance(exc, _BodyTooLarge):
+            return body_too_large(self.max_body)
+        method, path = scope["method"], scope["path"]
+        if isinstance(exc, HTTPException):
+            if exc.status_code == 404:
+                message = f"Invalid URL ({method} {path})"
+            elif exc.status_code == 405:
+                message = f"Method {method} is not allowed for {path}."
+            else:
+                message = str(exc.detail)
+            return APIError(exc.status_code, message, headers=dict(exc.headers or {}))
+        log.error("unhandled error on %s %s", method, path, exc_info=exc)
+        return APIError(500, "The server had an error while processing your request.", code="internal_error")
 
 
 async def _send_error(error: APIError, send: Send) -> None:
@@ -103,55 +133,59 @@ async def _send_error(error: APIError, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _error_response(error: APIError) -> Response:
-    return Response(error.body(), error.status, error.headers or None, JSON)
+async def read_body(receive: Receive) -> bytes:
+    parts = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(parts)
 
 
-async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+class ChatCompletions:
+    """``POST /v1/chat/completions`` as a plain ASGI endpoint.
+
+    A token stream is many small writes; sending them straight to the server, without a
+    Response object and its disconnect-listener task, is what keeps llmsim near the speed of a
+    bare ASGI app. Errors are raised and rendered once, by the Pipeline.
+    """
+
+    SSE_HEADERS = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),  # tells nginx not to buffer the stream
+    ]
+
+    def __init__(self, settings: Settings, instance_id: str) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.models = frozenset(settings.models)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, neutral = openai_chat.parse(await read_body(receive), self.models)
+        generation = generate(neutral, self.settings)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            chunks = openai_chat.render_stream(generation, body.model, self.instance_id, include_usage)
+            await send({"type": "http.response.start", "status": 200, "headers": self.SSE_HEADERS})
+            for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        payload = openai_chat.render(generation, body.model, self.instance_id)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     instance_id = resolve_instance_id(settings)
     stats = Stats()
-    served = frozenset(settings.models)
     log.info("llmsim %s instance %s serving %s", __version__, instance_id, ", ".join(settings.models))
-
-    app = FastAPI(title="llmsim", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.settings = settings
-    app.state.instance_id = instance_id
-    app.state.stats = stats
-
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> Response:
-        return _error_response(exc)
-
-    @app.exception_handler(_BodyTooLarge)
-    async def too_large(request: Request, exc: _BodyTooLarge) -> Response:
-        return _error_response(body_too_large(settings.max_body_bytes))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            message = f"Invalid URL ({request.method} {request.url.path})"
-        elif exc.status_code == 405:
-            message = f"Method {request.method} is not allowed for {request.url.path}."
-        else:
-            message = str(exc.detail)
-        return _error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return _error_response(APIError(400, "Invalid request.", code="invalid_value"))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(
-            APIError(500, "The server had an error while processing your request.", code="internal_error")
-        )
 
     async def root(request: Request) -> Response:
         return _json(
@@ -159,7 +193,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 "name": "llmsim",
                 "version": __version__,
                 "instance": instance_id,
-                "endpoints": sorted({getattr(r, "path", "") for r in app.routes} - {""}),
+                "endpoints": sorted(paths.values()),
             }
         )
 
@@ -175,31 +209,18 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def get_model(request: Request) -> Response:
         return _json(models_surface.model(request.path_params["model_id"], settings.models))
 
-    async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
-        body, neutral = openai_chat.parse(raw, served)
-        generation = generate(neutral, settings)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            chunks = openai_chat.render_stream(generation, body.model, instance_id, include_usage)
-            return StreamingResponse(
-                _aiter(chunks),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-        return Response(openai_chat.render(generation, body.model, instance_id), media_type=JSON)
-
-    # Plain Starlette routes: the handlers read the body themselves, so FastAPI's dependency
-    # machinery would only add per-request cost.
-    app.add_route("/", root, ["GET"])
-    app.add_route("/health", health, ["GET"])
-    app.add_route("/llmsim/stats", stats_endpoint, ["GET"])
-    app.add_route("/v1/models", list_models, ["GET"])
-    app.add_route("/v1/models/{model_id:path}", get_model, ["GET"])
-    app.add_route("/v1/chat/completions", chat_completions, ["POST"])
-
-    paths = {route.endpoint: route.path for route in app.routes if hasattr(route, "endpoint")}
-    return InstanceMiddleware(app, instance_id, stats, settings.max_body_bytes, paths)
+    # Handlers take a Request and read what they need themselves: no framework layer is
+    # spent per request on what a route does not use.
+    routes = [
+        Route("/v1/chat/completions", ChatCompletions(settings, instance_id), methods=["POST"]),
+        Route("/", root, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/llmsim/stats", stats_endpoint, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+    ]
+    paths = {route.endpoint: route.path for route in routes}
+    return Pipeline(Router(routes), instance_id, stats, settings.max_body_bytes, paths)
 
 
 def _json(payload: Any) -> Response:

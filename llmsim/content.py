@@ -20,26 +20,34 @@ def echo(last_user_text: str) -> str:
     return f'You said: "{last_user_text}"'
 
 
-def lorem(tokenizer: Tokenizer, tokens: int, seed: int | None, prompt: str, index: int) -> str:
-    """Filler of exactly ``tokens`` tokens; the same seed, prompt and choice give the same text."""
+def lorem(tokenizer: Tokenizer, tokens: int, seed: int | None, prompt: str, index: int) -> list[str]:
+    """Filler of exactly ``tokens`` tokens, as token pieces; the same seed, prompt and choice give
+    the same text. Words are tokenized one at a time (with their leading space), which the
+    tokenizer caches: the tokenizers split text at word boundaries first, so the pieces are those
+    of the joined text, without running BPE over fresh random text on every request."""
     rng = random.Random(f"{seed}:{index}:{prompt}" if seed is not None else None)
-    words: list[str] = []
+    pieces: list[str] = []
     sentence_start = True
-    for _ in range(tokens):  # every word is at least one token
+    separator = ""
+    while len(pieces) < tokens:  # every word is at least one token
         word = rng.choice(_LOREM)
-        words.append(word.capitalize() if sentence_start else word)
+        if sentence_start:
+            word = word.capitalize()
         sentence_start = rng.random() < 0.12
         if sentence_start:
-            words[-1] += "."
-    return "".join(tokenizer.pieces(" ".join(words))[:tokens])
+            word += "."
+        pieces += tokenizer.pieces(separator + word)
+        separator = " "
+    return pieces[:tokens]
 
 
-def text_for(
+def pieces_for(
     settings: Settings, tokenizer: Tokenizer, last_user_text: str, seed: int | None, index: int
-) -> str:
+) -> list[str]:
+    """The answer as token pieces (one a stream chunk)."""
     mode = settings.response_mode
     if mode is ResponseMode.fixed:
-        return settings.fixed_text
+        return tokenizer.pieces(settings.fixed_text)
     if mode is ResponseMode.lorem:
         return lorem(tokenizer, settings.output_tokens, seed, last_user_text, index)
-    return echo(last_user_text)
+    return tokenizer.pieces(echo(last_user_text))

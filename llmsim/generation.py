@@ -13,7 +13,7 @@ from llmsim import content, tokens
 from llmsim.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PromptMessage:
     role: str
     texts: tuple[str, ...]  # everything in the message that is billed as text
@@ -21,7 +21,7 @@ class PromptMessage:
     images: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GenerationRequest:
     model: str
     messages: Sequence[PromptMessage]
@@ -38,7 +38,7 @@ class GenerationRequest:
         return "".join(self.messages[-1].texts) if self.messages else ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
     index: int
     pieces: Sequence[str]  # one entry per completion token, as a stream would send them
@@ -49,7 +49,7 @@ class Choice:
         return "".join(self.pieces)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Generation:
     choices: Sequence[Choice]
     prompt_tokens: int
@@ -71,13 +71,13 @@ def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage])
     return total
 
 
-def _choice(request: GenerationRequest, tokenizer: tokens.Tokenizer, text: str, index: int) -> Choice:
+def _choice(request: GenerationRequest, tokenizer: tokens.Tokenizer, pieces: list[str], index: int) -> Choice:
     finish = "stop"
     if request.stop:
+        text = "".join(pieces)
         cuts = [i for i in (text.find(s) for s in request.stop) if i >= 0]
         if cuts:
-            text = text[: min(cuts)]
-    pieces = tokenizer.pieces(text)
+            pieces = tokenizer.pieces(text[: min(cuts)])
     if request.max_tokens is not None and len(pieces) > request.max_tokens:
         pieces, finish = pieces[: request.max_tokens], "length"
     return Choice(index, pieces, finish)
@@ -90,7 +90,7 @@ def generate(request: GenerationRequest, settings: Settings) -> Generation:
         _choice(
             request,
             tokenizer,
-            content.text_for(settings, tokenizer, last_user, request.seed, index),
+            content.pieces_for(settings, tokenizer, last_user, request.seed, index),
             index,
         )
         for index in range(request.n)

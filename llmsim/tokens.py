@@ -100,6 +100,7 @@ class ApproxTokenizer:
 _TOKENIZERS: dict[str, Tokenizer] = {}
 
 
+@lru_cache(maxsize=256)
 def for_model(model: str) -> Tokenizer:
     name = next((enc for prefix, enc in _ENCODING_PREFIXES if model.startswith(prefix)), "approx")
     tokenizer = _TOKENIZERS.get(name)

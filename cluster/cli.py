@@ -1,0 +1,381 @@
+"""``llmsim cluster …``: start N instances under supervisord, watch them, break and heal them one by one."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from supervisor.xmlrpc import Faults
+
+from cluster import ClusterError, ports, state, status, supervisor
+from cluster.state import Cluster, Instance
+
+STOP_TIMEOUT_S = 30.0
+_FAILED_STATES = ("BACKOFF", "EXITED", "FATAL")
+
+console = Console()
+
+
+def _deadline_loop(timeout: float, interval: float = 0.05):
+    """Yield until ``timeout`` seconds have passed, pausing ``interval`` between rounds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        yield
+        time.sleep(interval)
+
+
+def _running(run_dir: Path) -> tuple[Cluster, Any]:
+    api = supervisor.running(run_dir)
+    cluster = state.load(run_dir)
+    if api is None or cluster is None:
+        raise ClusterError(f"no cluster is running in {run_dir} (start one with `llmsim cluster up`)")
+    return cluster, api
+
+
+def _instance(cluster: Cluster, instance_id: str) -> Instance:
+    instance = cluster.instance(instance_id)
+    if instance is None:
+        known = ", ".join(i.id for i in cluster.instances)
+        raise ClusterError(f"unknown instance {instance_id!r}; this cluster has {known}")
+    return instance
+
+
+def _check_free(instances: list[Instance]) -> None:
+    for instance in instances:
+        if not ports.is_free(instance.host, instance.port):
+            holder = ports.owner(instance.port)
+            by = f" by {holder}" if holder else ""
+            raise ClusterError(
+                f"port {instance.port} on {instance.host} (for {instance.id}) is already in use{by}; "
+                "choose another --base-port or stop what holds it"
+            )
+
+
+def _log_tail(run_dir: Path, instance_id: str, lines: int = 15) -> str:
+    try:
+        text = supervisor.log_path(run_dir, instance_id).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _wait_healthy(run_dir: Path, api: Any, instances: list[Instance], timeout: float) -> None:
+    """Return once every instance answers /health and supervisor calls it RUNNING (up for startsecs).
+
+    Fails fast, naming the instance and showing its log, if supervisor saw one exit.
+    """
+    pending = {i.id: i for i in instances}
+    for _ in _deadline_loop(timeout):
+        states = {info["name"]: info["statename"] for info in api.getAllProcessInfo()}
+        failed = next((i for i in pending if states.get(i) in _FAILED_STATES), None)
+        if failed:
+            raise ClusterError(
+                f"instance {failed} exited during start-up (supervisor state {states[failed]}); "
+                f"end of its log:\n{_log_tail(run_dir, failed)}"
+            )
+        for instance in [i for i in pending.values() if states.get(i.id) == "RUNNING"]:
+            try:
+                if status.get_json(instance, "/health").get("status") == "healthy":
+                    del pending[instance.id]
+            except (OSError, ValueError):
+                pass
+        if not pending:
+            return
+    first = next(iter(pending))
+    raise ClusterError(
+        f"instance {first} did not become healthy within {timeout:g} s; end of its log:\n{_log_tail(run_dir, first)}"
+    )
+
+
+def _apply(run_dir: Path, api: Any, cluster: Cluster) -> None:
+    """Make supervisord match ``cluster`` as `supervisorctl update` does; untouched instances keep running."""
+    supervisor.write_config(run_dir, cluster)
+    added, _changed, removed = api.reloadConfig()[0]
+    for group in removed:  # stop them all at once, then wait: one at a time costs ~1 s each
+        api.stopProcessGroup(group, False)
+    for _ in _deadline_loop(STOP_TIMEOUT_S):
+        if all(
+            i["statename"] in ("STOPPED", "EXITED", "FATAL")
+            for i in api.getAllProcessInfo()
+            if i["group"] in removed
+        ):
+            break
+    for group in removed:
+        api.removeProcessGroup(group)
+    for group in added:
+        api.addProcessGroup(group)
+
+
+def _shutdown(run_dir: Path, api: Any, cluster: Cluster | None) -> None:
+    """Stop supervisord and every instance; return only when no process remains and ports are free."""
+    pids = [info["pid"] for info in api.getAllProcessInfo() if info["pid"]] + [api.getPID()]
+    api.shutdown()
+    instances = cluster.instances if cluster else []
+    for _ in _deadline_loop(STOP_TIMEOUT_S):
+        alive = [pid for pid in pids if supervisor.alive(pid)]
+        busy = [i.port for i in instances if not ports.is_free(i.host, i.port)]
+        if not alive and not busy:
+            supervisor.clean(run_dir)
+            return
+    raise ClusterError(
+        f"the cluster did not stop within {STOP_TIMEOUT_S:g} s (pids {alive} alive, ports {busy} busy)"
+    )
+
+
+def _show(cluster: Cluster, api: Any) -> Any:
+    return status.render(cluster, status.collect(cluster, api.getAllProcessInfo()))
+
+
+def _live(refresh: Callable[[], Any]) -> None:
+    """Redraw until Ctrl-C (KeyboardInterrupt propagates to the caller)."""
+    with Live(refresh(), console=console, auto_refresh=False) as live:
+        while True:
+            time.sleep(1)
+            live.update(refresh(), refresh=True)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
+    if args.n < 1:
+        raise ClusterError(f"a cluster needs at least one instance (got -n {args.n})")
+    for flag, value in (("--name", args.name), ("--id-prefix", args.id_prefix)):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):  # they become file and program names
+            raise ClusterError(f"{flag} may contain only letters, digits, '_', '.' and '-' (got {value!r})")
+    if supervisor.running(run_dir):
+        raise ClusterError(
+            f"cluster {args.name!r} is already running in {run_dir}; see `llmsim cluster status` or stop it with `llmsim cluster down`"
+        )
+    cluster = Cluster(
+        args.name, args.host, args.base_port, args.id_prefix, args.serve_args, args.n, str(Path.cwd())
+    )
+    _check_free(cluster.instances)
+    started = time.monotonic()
+    supervisor.clean(run_dir)
+    supervisor.write_config(run_dir, cluster)
+    try:
+        supervisor.start(run_dir)
+    except ClusterError:
+        supervisor.clean(run_dir)
+        raise
+    api = supervisor.connect(run_dir)
+    try:
+        _wait_healthy(run_dir, api, cluster.instances, args.timeout)
+        state.save(run_dir, cluster)
+    except BaseException:
+        _shutdown(run_dir, api, cluster)
+        raise
+    console.print(
+        f"cluster {cluster.name!r}: {args.n} instances healthy in {time.monotonic() - started:.1f} s"
+    )
+    if not args.foreground:
+        console.print(_show(cluster, api))
+        console.print(f"run dir {run_dir}; stop it with `llmsim cluster down`")
+        return 0
+    try:
+        _live(lambda: _show(cluster, api))
+    except KeyboardInterrupt:
+        console.print("\nstopping the cluster…")
+        _shutdown(run_dir, api, cluster)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, run_dir: Path) -> int:
+    cluster, api = _running(run_dir)
+    if args.json:
+        print(status.as_json(cluster, run_dir, status.collect(cluster, api.getAllProcessInfo())))
+    elif args.watch:
+        with contextlib.suppress(KeyboardInterrupt):
+            _live(lambda: _show(cluster, api))
+    else:
+        console.print(_show(cluster, api))
+    return 0
+
+
+def _stop(api: Any, instance: Instance) -> bool:
+    """Stop and wait until the process is gone; False if it was not running."""
+    try:
+        api.stopProcess(instance.id, True)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode != Faults.NOT_RUNNING:
+            raise
+        return False
+    return True
+
+
+def cmd_stop(args: argparse.Namespace, run_dir: Path) -> int:
+    cluster, api = _running(run_dir)
+    instance = _instance(cluster, args.id)
+    done = "stopped" if _stop(api, instance) else "was already stopped"
+    console.print(f"{instance.id} ({instance.url}) {done}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace, run_dir: Path) -> int:
+    cluster, api = _running(run_dir)
+    _stop(api, _instance(cluster, args.id))
+    return cmd_start(args, run_dir)
+
+
+def cmd_start(args: argparse.Namespace, run_dir: Path) -> int:
+    cluster, api = _running(run_dir)
+    instance = _instance(cluster, args.id)
+    try:
+        api.startProcess(instance.id, False)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode != Faults.ALREADY_STARTED:
+            raise
+    _wait_healthy(run_dir, api, [instance], args.timeout)
+    console.print(f"{instance.id} is healthy at {instance.url}")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace, run_dir: Path) -> int:
+    if args.n < 1:
+        raise ClusterError(
+            f"a cluster needs at least one instance (got {args.n}); use `llmsim cluster down` to stop it"
+        )
+    cluster, api = _running(run_dir)
+    before = cluster.size
+    cluster.size = args.n
+    if args.n < before:
+        state.save(run_dir, cluster)  # readers stop expecting the removed ones first
+        _apply(run_dir, api, cluster)
+    elif args.n > before:
+        added = cluster.instances[before:]
+        _check_free(added)
+        _apply(run_dir, api, cluster)
+        try:
+            _wait_healthy(run_dir, api, added, args.timeout)
+        except BaseException:
+            cluster.size = before
+            _apply(run_dir, api, cluster)
+            raise
+        state.save(run_dir, cluster)
+    console.print(f"scaled {cluster.name!r} from {before} to {args.n} instances")
+    console.print(_show(cluster, api))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, run_dir: Path) -> int:
+    cluster = state.load(run_dir)
+    if cluster is not None:
+        _instance(cluster, args.id)
+    path = supervisor.log_path(run_dir, args.id)
+    if not path.exists():
+        raise ClusterError(f"no log for {args.id!r} in {path.parent}")
+    with path.open("rb") as log:
+        sys.stdout.write(b"".join(log.readlines()[-args.lines :]).decode(errors="replace"))
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        try:
+            while True:
+                chunk = log.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.flush()
+                elif path.stat().st_size < log.tell():  # rotated or truncated
+                    log.seek(0)
+                else:
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_down(args: argparse.Namespace, run_dir: Path) -> int:
+    cluster, api = _running(run_dir)
+    _shutdown(run_dir, api, cluster)
+    console.print(f"cluster {cluster.name!r} stopped; logs kept in {run_dir / supervisor.LOGS}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=state.DEFAULT_NAME, help="cluster name (default %(default)s)")
+    common.add_argument(
+        "--run-dir",
+        help="where config, socket, logs and cluster.json live [env LLMSIM_RUN_DIR; default ./.llmsim/NAME]",
+    )
+    timeout = argparse.ArgumentParser(add_help=False)
+    timeout.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for health (default %(default)s)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="llmsim cluster", description="Run N llmsim instances on this machine under supervisord."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[..., int], summary: str, *parents: argparse.ArgumentParser):
+        sub = commands.add_parser(name, help=summary, description=summary, parents=[common, *parents])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    up = add(
+        "up", cmd_up, "start N instances and wait until all are healthy (extra serve flags after --)", timeout
+    )
+    up.add_argument("-n", type=int, default=3, help="number of instances (default %(default)s)")
+    up.add_argument(
+        "--base-port", type=int, default=8001, help="port of the first instance (default %(default)s)"
+    )
+    up.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
+    up.add_argument(
+        "--id-prefix", default="sim-", help="instance IDs are PREFIX1..PREFIXN (default %(default)s)"
+    )
+    up.add_argument(
+        "--foreground", action="store_true", help="keep a live status table; Ctrl-C stops the cluster"
+    )
+    st = add("status", cmd_status, "one row per instance: state, health, uptime, requests, memory")
+    st.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    st.add_argument("--json", action="store_true", help="machine-readable output with the same fields")
+    for name, handler, summary in (
+        ("stop", cmd_stop, "stop one instance (its port then refuses connections)"),
+        ("start", cmd_start, "start a stopped instance and wait until it is healthy"),
+        ("restart", cmd_restart, "stop then start one instance"),
+    ):
+        add(name, handler, summary, timeout).add_argument("id", help="instance ID, e.g. sim-2")
+    add("scale", cmd_scale, "add or remove instances while the others keep serving", timeout).add_argument(
+        "n", type=int, help="new number of instances"
+    )
+    logs = add("logs", cmd_logs, "print an instance's log")
+    logs.add_argument("id", help="instance ID, e.g. sim-2")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default %(default)s)")
+    add("down", cmd_down, "stop every instance and supervisord; keep the logs")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    argv = list(argv)
+    serve_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, serve_args = argv[:split], argv[split + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if serve_args and args.command != "up":
+        parser.error("flags after -- are passed to `llmsim serve` and only make sense with `up`")
+    args.serve_args = serve_args
+    run_dir = state.run_dir(args.name, args.run_dir)
+    try:
+        return args.handler(args, run_dir)
+    except ClusterError as exc:
+        print(f"llmsim cluster: {exc}", file=sys.stderr)
+    except xmlrpc.client.Fault as fault:
+        print(f"llmsim cluster: supervisord refused: {fault.faultString}", file=sys.stderr)
+    except OSError as exc:
+        print(f"llmsim cluster: lost contact with supervisord in {run_dir}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1

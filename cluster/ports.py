@@ -1,0 +1,44 @@
+"""Is a TCP port free, and if not, who holds it (best effort, from /proc)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+_LISTEN = "0A"
+
+
+def is_free(host: str, port: int) -> bool:
+    """True if a server could bind ``host:port`` now (SO_REUSEADDR, as uvicorn binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def owner(port: int) -> str | None:
+    """``"pid 123 (python -m http.server)"`` for the process listening on ``port``, if visible."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc") if inodes else ()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+                return f"pid {pid} ({cmdline.decode(errors='replace')[:80]})"
+        except OSError:
+            continue
+    return None
