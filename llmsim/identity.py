@@ -12,4 +12,4 @@ REQUEST_ID_HEADER = "x-request-id"
 
 def resolve_instance_id(settings: Settings) -> str:
     """--instance-id > LLMSIM_INSTANCE_ID > POD_NAME (all folded into settings) > <hostname>:<port>."""
-    return settings.instance_id or f"{socket.gethostname()}:{settings.port}"
+    return settings.instance_id or f"{settings.hostname or socket.gethostname()}:{settings.port}"

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("instance_id", "LLMSIM_INSTANCE_ID", "POD_NAME"),
         description="ID stamped into every response (default: $POD_NAME, else <hostname>:<port>).",
     )
+    hostname: str | None = Field(
+        None,
+        # Docker sets HOSTNAME to the container's (unique per replica) hostname.
+        validation_alias=AliasChoices("hostname", "LLMSIM_HOSTNAME", "HOSTNAME"),
+        description="Host name used in the default instance ID (default: $HOSTNAME, else the system's).",
+    )
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_MODELS, description="Comma-separated model IDs to serve."
     )

@@ -93,7 +93,7 @@ def test_stats_count_requests_by_endpoint_and_status(pair) -> None:
     ],
 )
 def test_instance_id_resolution_order(args, env, expected) -> None:
-    clean = {"LLMSIM_INSTANCE_ID": "", "POD_NAME": ""} | env
+    clean = {"LLMSIM_INSTANCE_ID": "", "POD_NAME": "", "HOSTNAME": "", "LLMSIM_HOSTNAME": ""} | env
     with run_server(args, env=clean) as server:
         got = httpx.get(f"{server.url}/health").json()["instance"]
     assert got == (expected or f"{socket.gethostname()}:{server.port}")
