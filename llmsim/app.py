@@ -18,10 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmsim import __version__
+from llmsim import __version__, latency
 from llmsim.errors import APIError, body_too_large
 from llmsim.generation import generate
 from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER, resolve_instance_id
+from llmsim.latency import LatencyModel, Pacer, overrides_from
+from llmsim.scheduler import Scheduler
 from llmsim.settings import Settings
 from llmsim.stats import Stats
 from llmsim.surfaces import models as models_surface
@@ -159,32 +161,63 @@ class ChatCompletions:
         (b"x-accel-buffering", b"no"),  # tells nginx not to buffer the stream
     ]
 
-    def __init__(self, settings: Settings, instance_id: str) -> None:
+    def __init__(
+        self, settings: Settings, instance_id: str, scheduler: Scheduler, latency: LatencyModel
+    ) -> None:
         self.settings = settings
         self.instance_id = instance_id
         self.models = frozenset(settings.models)
+        self.scheduler = scheduler
+        self.latency = latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body, neutral = openai_chat.parse(await read_body(receive), self.models)
+        overrides = overrides_from(scope["headers"])
+        neutral.output_tokens = overrides.output_tokens
         generation = generate(neutral, self.settings)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            chunks = openai_chat.render_stream(generation, body.model, self.instance_id, include_usage)
-            await send({"type": "http.response.start", "status": 200, "headers": self.SSE_HEADERS})
-            for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        payload = openai_chat.render(generation, body.model, self.instance_id)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        scheduler = self.scheduler
+        await scheduler.acquire()  # the queue wait is part of the time to first token
+        pacer = None
+        try:
+            slowdown = 1 + self.settings.slowdown * scheduler.load
+            plan = self.latency.plan(
+                body.model, generation.prompt_tokens, generation.longest, overrides, slowdown
+            )
+            pacer = None if plan.instant else Pacer(plan, receive)
+            if body.stream:
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                events = openai_chat.render_stream(generation, body.model, self.instance_id, include_usage)
+                started = False
+                for position, chunk in events:
+                    if pacer and not await pacer.until(position):
+                        return  # the client went away: stop generating, free the slot
+                    if not started:
+                        await send(
+                            {"type": "http.response.start", "status": 200, "headers": self.SSE_HEADERS}
+                        )
+                        started = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            # A non-streamed answer arrives after the whole simulated generation.
+            if pacer and not await pacer.until(generation.longest - 1):
+                return
+            payload = openai_chat.render(generation, body.model, self.instance_id)
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+        finally:
+            scheduler.release()
+            if pacer:
+                pacer.close()
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     instance_id = resolve_instance_id(settings)
     stats = Stats()
+    scheduler = Scheduler(settings.max_concurrency, settings.max_queue, settings.queue_full_status)
+    latency_model = latency.from_settings(settings)
     log.info("llmsim %s instance %s serving %s", __version__, instance_id, ", ".join(settings.models))
 
     async def root(request: Request) -> Response:
@@ -198,10 +231,25 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         )
 
     async def health(request: Request) -> Response:
-        return _json({"status": "healthy", "instance": instance_id, "uptime_s": round(stats.uptime_s, 3)})
+        return _json(
+            {
+                "status": "healthy",
+                "instance": instance_id,
+                "uptime_s": round(stats.uptime_s, 3),
+                "running": scheduler.running,
+                "waiting": scheduler.waiting,
+            }
+        )
 
     async def stats_endpoint(request: Request) -> Response:
-        return _json({"instance": instance_id, **stats.snapshot()})
+        return _json(
+            {
+                "instance": instance_id,
+                **stats.snapshot(),
+                "running": scheduler.running,
+                "waiting": scheduler.waiting,
+            }
+        )
 
     async def list_models(request: Request) -> Response:
         return _json(models_surface.model_list(settings.models))
@@ -212,7 +260,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # Handlers take a Request and read what they need themselves: no framework layer is
     # spent per request on what a route does not use.
     routes = [
-        Route("/v1/chat/completions", ChatCompletions(settings, instance_id), methods=["POST"]),
+        Route(
+            "/v1/chat/completions",
+            ChatCompletions(settings, instance_id, scheduler, latency_model),
+            methods=["POST"],
+        ),
         Route("/", root, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/llmsim/stats", stats_endpoint, methods=["GET"]),

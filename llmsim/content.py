@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from llmsim.latency import Dist
 from llmsim.settings import ResponseMode, Settings
 from llmsim.tokens import Tokenizer
 
@@ -20,7 +21,9 @@ def echo(last_user_text: str) -> str:
     return f'You said: "{last_user_text}"'
 
 
-def lorem(tokenizer: Tokenizer, tokens: int, seed: int | None, prompt: str, index: int) -> list[str]:
+def lorem(
+    tokenizer: Tokenizer, tokens: int, seed: int | None, prompt: str, index: int, lead: str = ""
+) -> list[str]:
     """Filler of exactly ``tokens`` tokens, as token pieces; the same seed, prompt and choice give
     the same text. Words are tokenized one at a time (with their leading space), which the
     tokenizer caches: the tokenizers split text at word boundaries first, so the pieces are those
@@ -28,7 +31,7 @@ def lorem(tokenizer: Tokenizer, tokens: int, seed: int | None, prompt: str, inde
     rng = random.Random(f"{seed}:{index}:{prompt}" if seed is not None else None)
     pieces: list[str] = []
     sentence_start = True
-    separator = ""
+    separator = lead
     while len(pieces) < tokens:  # every word is at least one token
         word = rng.choice(_LOREM)
         if sentence_start:
@@ -41,13 +44,31 @@ def lorem(tokenizer: Tokenizer, tokens: int, seed: int | None, prompt: str, inde
     return pieces[:tokens]
 
 
+def output_length(settings: Settings, seed: int | None, index: int) -> int:
+    """How many tokens lorem mode writes: --output-tokens, sampled from its distribution."""
+    dist = Dist(settings.output_tokens, settings.output_tokens_stddev, settings.output_tokens_distribution)
+    rng = random.Random(f"{seed}:{index}:length") if seed is not None else random
+    return max(1, round(dist.sample(rng)))  # type: ignore[arg-type]
+
+
 def pieces_for(
-    settings: Settings, tokenizer: Tokenizer, last_user_text: str, seed: int | None, index: int
+    settings: Settings,
+    tokenizer: Tokenizer,
+    last_user_text: str,
+    seed: int | None,
+    index: int,
+    exact: int | None = None,
 ) -> list[str]:
-    """The answer as token pieces (one a stream chunk)."""
+    """The answer as token pieces (one a stream chunk); ``exact`` forces the token count, padding
+    with filler or cutting, for tests that need a known length."""
     mode = settings.response_mode
-    if mode is ResponseMode.fixed:
-        return tokenizer.pieces(settings.fixed_text)
     if mode is ResponseMode.lorem:
-        return lorem(tokenizer, settings.output_tokens, seed, last_user_text, index)
-    return tokenizer.pieces(echo(last_user_text))
+        length = exact or output_length(settings, seed, index)
+        return lorem(tokenizer, length, seed, last_user_text, index)
+    text = settings.fixed_text if mode is ResponseMode.fixed else echo(last_user_text)
+    pieces = tokenizer.pieces(text)
+    if exact is None or len(pieces) == exact:
+        return pieces
+    if len(pieces) > exact:
+        return pieces[:exact]
+    return pieces + lorem(tokenizer, exact - len(pieces), seed, last_user_text, index, lead=" ")

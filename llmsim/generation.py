@@ -29,6 +29,7 @@ class GenerationRequest:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    output_tokens: int | None = None  # exact completion length (x-llmsim-output-tokens)
 
     @property
     def last_user_text(self) -> str:
@@ -57,6 +58,11 @@ class Generation:
     @property
     def completion_tokens(self) -> int:
         return sum(len(choice.pieces) for choice in self.choices)
+
+    @property
+    def longest(self) -> int:
+        """Tokens in the longest choice: the number of generation steps the request takes."""
+        return max(len(choice.pieces) for choice in self.choices)
 
 
 def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage]) -> int:
@@ -90,7 +96,7 @@ def generate(request: GenerationRequest, settings: Settings) -> Generation:
         _choice(
             request,
             tokenizer,
-            content.pieces_for(settings, tokenizer, last_user, request.seed, index),
+            content.pieces_for(settings, tokenizer, last_user, request.seed, index, request.output_tokens),
             index,
         )
         for index in range(request.n)

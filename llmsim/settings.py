@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from llmsim.latency import Shape
+
 DEFAULT_MODELS = ("gpt-3.5-turbo", "gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini")
 
 
@@ -62,7 +64,32 @@ class Settings(BaseSettings):
     fixed_text: str = Field(
         "This is a simulated response from llmsim.", description="The text answered in fixed mode."
     )
-    output_tokens: int = Field(64, ge=1, description="Length of lorem output, in tokens.")
+    output_tokens: int = Field(64, ge=1, description="Length of lorem output, in tokens (the mean).")
+    output_tokens_stddev: float = Field(0.0, ge=0, description="Spread of the lorem output length.")
+    output_tokens_distribution: Shape = Field(Shape.normal, description="constant, normal or lognormal.")
+    # Latency (milliseconds). All zero by default: an instant server until asked otherwise.
+    prefill_overhead: float = Field(0.0, ge=0, description="Fixed part of the time to first token, ms.")
+    prefill_overhead_stddev: float = Field(0.0, ge=0, description="Its standard deviation, ms.")
+    prefill_distribution: Shape = Field(Shape.normal, description="constant, normal or lognormal.")
+    prefill_ms_per_token: float = Field(0.0, ge=0, description="Time to first token per prompt token, ms.")
+    itl: float = Field(0.0, ge=0, description="Inter-token latency between content chunks, ms.")
+    itl_stddev: float = Field(0.0, ge=0, description="Its standard deviation, ms.")
+    itl_distribution: Shape = Field(Shape.normal, description="constant, normal or lognormal.")
+    latency_seed: int | None = Field(None, description="Seed for latency sampling (reproducible runs).")
+    profile: str | None = Field(None, description="Named latency profile for every model (see --profiles).")
+    profiles: str | None = Field(
+        None,
+        description="YAML/TOML file of named profiles and a model -> profile map (added to the shipped ones).",
+    )
+    # Load
+    max_concurrency: int = Field(0, ge=0, description="Sequences generating at once; 0 = unlimited.")
+    max_queue: int | None = Field(
+        None, ge=0, description="Requests waiting for a slot; past it they are rejected."
+    )
+    queue_full_status: int = Field(429, description="Status when the queue is full: 429 or 503.")
+    slowdown: float = Field(
+        0.0, ge=0, description="ITL grows by this factor x running/max-concurrency (0 = no slowdown)."
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     access_log: bool = Field(False, description="Log one line per request (costs throughput).")
     log_level: str = Field("info", description="critical, error, warning, info, debug or trace.")
@@ -76,6 +103,13 @@ class Settings(BaseSettings):
             value = tuple(m for m in value if m)
             if not value:
                 raise ValueError("at least one model is required")
+        return value
+
+    @field_validator("queue_full_status")
+    @classmethod
+    def _check_full_status(cls, value: int) -> int:
+        if value not in (429, 503):
+            raise ValueError("must be 429 or 503")
         return value
 
     @field_validator("log_level")

@@ -270,9 +270,15 @@ def render(generation: Generation, model: str, instance: str) -> bytes:
     )
 
 
-def render_stream(generation: Generation, model: str, instance: str, include_usage: bool) -> Iterator[bytes]:
+def render_stream(
+    generation: Generation, model: str, instance: str, include_usage: bool
+) -> Iterator[tuple[int, bytes]]:
     """SSE events as OpenAI sends them: role first, one token per chunk, interleaved across
-    choices, a finish chunk per choice, the optional usage chunk, then ``[DONE]``."""
+    choices, a finish chunk per choice, the optional usage chunk, then ``[DONE]``.
+
+    Each event comes with the generation step it belongs to, so the shared latency model can
+    pace it; the surface knows nothing of time.
+    """
     envelope = orjson.dumps(
         {
             "id": completion_id(),
@@ -296,15 +302,15 @@ def render_stream(generation: Generation, model: str, instance: str, include_usa
         return head + dumps(choice) + tail
 
     for choice in generation.choices:
-        yield chunk(choice.index, {"role": "assistant", "content": "", "refusal": None})
-    longest = max(len(choice.pieces) for choice in generation.choices)
-    for position in range(longest):
+        yield 0, chunk(choice.index, {"role": "assistant", "content": "", "refusal": None})
+    last = max(0, generation.longest - 1)
+    for position in range(generation.longest):
         for choice in generation.choices:
             if position < len(choice.pieces):
-                yield chunk(choice.index, {"content": choice.pieces[position]})
+                yield position, chunk(choice.index, {"content": choice.pieces[position]})
     for choice in generation.choices:
-        yield chunk(choice.index, {}, choice.finish_reason)
+        yield last, chunk(choice.index, {}, choice.finish_reason)
     if include_usage:
         usage = envelope.replace(b'"usage":null', b'"usage":' + dumps(_usage(generation)))
-        yield b"data: " + usage + b"\n\n"
-    yield b"data: [DONE]\n\n"
+        yield last, b"data: " + usage + b"\n\n"
+    yield last, b"data: [DONE]\n\n"
