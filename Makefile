@@ -41,3 +41,28 @@ cluster-status: $(STAMP)
 
 cluster-down: $(STAMP)
 	$(BIN)/llmsim cluster down $(ARGS)
+
+# Containers (need a Docker engine). `make docker-build [IMAGE=llmsim] [TAG=latest]`;
+# `make docker-push REGISTRY=ghcr.io/you [TAG=0.1.0]` builds linux/amd64 + linux/arm64 with buildx
+# and pushes $(REGISTRY)/$(IMAGE):$(TAG); `make compose-up N=4` runs N replicas behind nginx on
+# http://localhost:8080 (N defaults to 3, as for `make cluster`); `make compose-down` removes them.
+.PHONY: docker-build docker-push compose-up compose-down
+IMAGE ?= llmsim
+TAG ?= latest
+PLATFORMS ?= linux/amd64,linux/arm64
+BUILDER ?= llmsim-multiarch
+COMPOSE ?= docker compose -f compose/docker-compose.yml
+
+docker-build:
+	docker build -t $(IMAGE):$(TAG) .
+
+docker-push:
+	$(if $(REGISTRY),,$(error REGISTRY is not set: make docker-push REGISTRY=registry.example.com/you [TAG=$(TAG)]))
+	docker buildx inspect $(BUILDER) >/dev/null 2>&1 || docker buildx create --name $(BUILDER) --driver docker-container
+	docker buildx build --builder $(BUILDER) --platform $(PLATFORMS) -t $(REGISTRY)/$(IMAGE):$(TAG) --push .
+
+compose-up:
+	LLMSIM_IMAGE=$(IMAGE):$(TAG) $(COMPOSE) up -d --build --wait --scale llmsim=$(N)
+
+compose-down:
+	$(COMPOSE) down --remove-orphans

@@ -68,6 +68,8 @@ def _verdict(result: Result) -> list[tuple[bool, str]]:
             text += f"; got nothing: {', '.join(dist.starved)}"
         if dist.unnamed_slots:
             text += f"; {dist.unnamed_slots} expected instance(s) never answered"
+        if dist.extra:
+            text += f"; {len(dist.counts)} instances answered, {len(dist.counts) - dist.extra} expected"
         if dist.unexpected:
             text += f"; unexpected: {', '.join(dist.unexpected)}"
         lines.append((dist.passed, text))
@@ -111,6 +113,7 @@ def report_json(result: Result) -> dict[str, Any]:
             "starved": dist.starved,
             "unexpected": dist.unexpected,
             "unnamed_slots": dist.unnamed_slots,
+            "extra": dist.extra,
         },
         "affinity": None
         if aff is None

@@ -37,10 +37,13 @@ class Distribution:
     starved: list[str] = field(default_factory=list)  # expected to get traffic, got none
     unexpected: list[str] = field(default_factory=list)  # got traffic, not expected to
     unnamed_slots: int = 0  # expected instances known only by count, not seen
+    extra: int = 0  # distinct instances seen beyond an expected count
 
     @property
     def passed(self) -> bool:
-        return self.p_value >= self.alpha and not (self.starved or self.unexpected or self.unnamed_slots)
+        return self.p_value >= self.alpha and not (
+            self.starved or self.unexpected or self.unnamed_slots or self.extra
+        )
 
     @property
     def total(self) -> int:
@@ -60,6 +63,7 @@ def distribution(
     """
     counts = Counter({k: v for k, v in seen.items() if v})
     unnamed = 0
+    extra = max(0, len(counts) - instances) if isinstance(instances, int) and weights is None else 0
     if weights is not None:
         expected_ids = [k for k, w in weights.items() if w > 0]
         share = {k: weights[k] / sum(weights.values()) for k in weights}
@@ -78,7 +82,7 @@ def distribution(
     starved = sorted(k for k in expected_ids if counts[k] == 0 and share.get(k, 0) > 0)
     total = sum(counts.values())
     if total == 0:
-        return Distribution(dict(counts), share, 0.0, alpha, starved, unexpected, unnamed)
+        return Distribution(dict(counts), share, 0.0, alpha, starved, unexpected, unnamed, extra)
     names = [k for k in share if share[k] > 0]
     observed = [counts[k] for k in names] + [0] * unnamed
     expected_counts = [share[k] * total for k in names] + [total / (len(names) + unnamed)] * unnamed
@@ -91,7 +95,7 @@ def distribution(
         scale = sum(observed) / sum(expected_counts)
         p_value = float(chisquare(observed, [e * scale for e in expected_counts]).pvalue)
     ordered = dict(sorted(counts.items(), key=lambda kv: _natural(kv[0])))
-    return Distribution(ordered, share, p_value, alpha, starved, unexpected, unnamed)
+    return Distribution(ordered, share, p_value, alpha, starved, unexpected, unnamed, extra)
 
 
 @dataclass

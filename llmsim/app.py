@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -171,31 +174,35 @@ class ChatCompletions:
         self.latency = latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = time.monotonic()
         body, neutral = openai_chat.parse(await read_body(receive), self.models)
         overrides = overrides_from(scope["headers"])
         neutral.output_tokens = overrides.output_tokens
         generation = generate(neutral, self.settings)
         scheduler = self.scheduler
+        waiting_since = time.monotonic()
         await scheduler.acquire()  # the queue wait is part of the time to first token
+        # The clock starts at arrival, not after parsing: under a burst, the work of the requests
+        # ahead is time this one spent "prefilling", as on a real server.
+        start = arrived + (time.monotonic() - waiting_since)
         pacer = None
         try:
             slowdown = 1 + self.settings.slowdown * scheduler.load
             plan = self.latency.plan(
                 body.model, generation.prompt_tokens, generation.longest, overrides, slowdown
             )
-            pacer = None if plan.instant else Pacer(plan, receive)
+            pacer = None if plan.instant else Pacer(plan, receive, start)
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 events = openai_chat.render_stream(generation, body.model, self.instance_id, include_usage)
-                started = False
-                for position, chunk in events:
+                # Headers go out at once, as a provider's do; the first event waits for its token.
+                await send({"type": "http.response.start", "status": 200, "headers": self.SSE_HEADERS})
+                # Events of one generation step (the role and first token, the last token and the
+                # finish) leave in one write.
+                for position, step in groupby(events, key=itemgetter(0)):
                     if pacer and not await pacer.until(position):
                         return  # the client went away: stop generating, free the slot
-                    if not started:
-                        await send(
-                            {"type": "http.response.start", "status": 200, "headers": self.SSE_HEADERS}
-                        )
-                        started = True
+                    chunk = b"".join(event for _, event in step)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
                 return

@@ -77,7 +77,12 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from llmsim.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
+        try:
+            app = create_app(settings)
+        except (ValueError, OSError) as exc:  # a bad profile file or name: one sentence, no traceback
+            print(f"llmsim: {exc}", file=sys.stderr)
+            return 2
+        uvicorn.run(app, **common)
     return 0
 
 

@@ -28,7 +28,7 @@ def lorem(
     the same text. Words are tokenized one at a time (with their leading space), which the
     tokenizer caches: the tokenizers split text at word boundaries first, so the pieces are those
     of the joined text, without running BPE over fresh random text on every request."""
-    rng = random.Random(f"{seed}:{index}:{prompt}" if seed is not None else None)
+    rng = random.Random(f"{seed}:{index}:{prompt}") if seed is not None else random
     pieces: list[str] = []
     sentence_start = True
     separator = lead

@@ -192,8 +192,8 @@ class LatencyModel:
 class Pacer:
     """Waits until each token's absolute deadline; notices a client that went away."""
 
-    def __init__(self, plan: Plan, receive: Receive) -> None:
-        self.start = time.monotonic()
+    def __init__(self, plan: Plan, receive: Receive, start: float) -> None:
+        self.start = start  # time.monotonic() when the request's clock started
         self.deadlines = [plan.prefill]
         for gap in plan.itls:
             self.deadlines.append(self.deadlines[-1] + gap)

@@ -49,6 +49,8 @@ def test_instance_that_got_nothing_is_reported() -> None:
     by_count = routing.distribution({"a": 100, "b": 100}, 0.01, instances=3)
     assert by_count.unnamed_slots == 1 and not by_count.passed
     assert routing.distribution({"a": 100, "b": 98, "c": 104}, 0.01, instances=3).passed
+    stale = routing.distribution({"a": 100, "b": 100, "c": 100}, 0.01, instances=2)
+    assert stale.extra == 1 and not stale.passed
 
 
 def test_unexpected_instance_fails() -> None:
@@ -181,9 +183,13 @@ def test_instance_stopped_mid_way_shows_as_shift_or_errors(cluster, tmp_path) ->
                 "--run-dir",
                 str(run_dir),
                 "--requests",
-                "1500",
+                "1200",
                 "--concurrency",
                 "2",
+                # 5 ms of simulated latency a request keeps the probe running for seconds, long
+                # enough for the stop to land in the middle of it.
+                "--header",
+                "x-llmsim-ttft-ms: 5",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
