@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,12 +23,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive
 
 from llmsim.errors import APIError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pydantic-settings[toml] installs tomli there
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from llmsim.settings import Settings
