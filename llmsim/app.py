@@ -22,11 +22,13 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmsim import __version__, latency
+from llmsim.content import Content
 from llmsim.errors import APIError, body_too_large
 from llmsim.generation import generate
 from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER, resolve_instance_id
 from llmsim.latency import LatencyModel, Pacer, overrides_from
 from llmsim.scheduler import Scheduler
+from llmsim.script import Script
 from llmsim.settings import Settings
 from llmsim.stats import Stats
 from llmsim.surfaces import models as models_surface
@@ -172,13 +174,17 @@ class ChatCompletions:
         self.models = frozenset(settings.models)
         self.scheduler = scheduler
         self.latency = latency
+        self.content = Content(settings, Script(settings.script) if settings.script else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.monotonic()
         body, neutral = openai_chat.parse(await read_body(receive), self.models)
         overrides = overrides_from(scope["headers"])
         neutral.output_tokens = overrides.output_tokens
-        generation = generate(neutral, self.settings)
+        if self.content.script is not None:
+            neutral.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        generation = generate(neutral, self.content)
+        top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
         scheduler = self.scheduler
         waiting_since = time.monotonic()
         await scheduler.acquire()  # the queue wait is part of the time to first token
@@ -194,7 +200,9 @@ class ChatCompletions:
             pacer = None if plan.instant else Pacer(plan, receive, start)
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                events = openai_chat.render_stream(generation, body.model, self.instance_id, include_usage)
+                events = openai_chat.render_stream(
+                    generation, body.model, self.instance_id, include_usage, top_logprobs
+                )
                 # Headers go out at once, as a provider's do; the first event waits for its token.
                 await send({"type": "http.response.start", "status": 200, "headers": self.SSE_HEADERS})
                 # Events of one generation step (the role and first token, the last token and the
@@ -209,7 +217,7 @@ class ChatCompletions:
             # A non-streamed answer arrives after the whole simulated generation.
             if pacer and not await pacer.until(generation.longest - 1):
                 return
-            payload = openai_chat.render(generation, body.model, self.instance_id)
+            payload = openai_chat.render(generation, body.model, self.instance_id, top_logprobs)
             headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": payload})

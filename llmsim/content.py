@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import random
+import string
+from typing import Any
 
+import orjson
+
+from llmsim import schema_values
+from llmsim.errors import APIError
+from llmsim.generation import Choice, GenerationRequest, ToolCall
 from llmsim.latency import Dist
+from llmsim.script import Answer, Script
 from llmsim.settings import ResponseMode, Settings
 from llmsim.tokens import Tokenizer
 
@@ -72,3 +80,82 @@ def pieces_for(
     if len(pieces) > exact:
         return pieces[:exact]
     return pieces + lorem(tokenizer, exact - len(pieces), seed, last_user_text, index, lead=" ")
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def _call_id(rng: Any) -> str:
+    return "call_" + "".join(rng.choice(_ID_ALPHABET) for _ in range(24))
+
+
+class Content:
+    """Decides what each choice says: a scripted answer, a tool call, JSON for a
+    ``response_format``, or the response mode's text. Deterministic when the request has a seed.
+    """
+
+    def __init__(self, settings: Settings, script: Script | None = None) -> None:
+        self.settings = settings
+        self.script = script
+
+    def draft(self, request: GenerationRequest, tokenizer: Tokenizer, index: int) -> Choice:
+        seed = request.seed
+        rng: Any = random.Random(f"{seed}:{index}:content") if seed is not None else random
+        last_user = request.last_user_text
+        if self.script is not None:
+            answer = self.script.answer(last_user, request.model, request.headers)
+            if answer is not None:
+                return self._scripted(answer, tokenizer, index, rng)
+        calls = self._tool_calls(request, tokenizer, rng)
+        if calls:
+            return Choice(index, [], "tool_calls", calls)
+        if request.json_schema is not None or request.json_object:
+            schema = request.json_schema if request.json_schema is not None else _ANY_OBJECT
+            return Choice(index, tokenizer.pieces(_json(schema_values.generate(schema, rng))), "stop")
+        pieces = pieces_for(self.settings, tokenizer, last_user, seed, index, request.output_tokens)
+        return Choice(index, pieces, "stop")
+
+    def _tool_calls(self, request: GenerationRequest, tokenizer: Tokenizer, rng: Any) -> list[ToolCall]:
+        choice = request.tool_choice
+        if not request.tools or choice == "none":
+            return []
+        if choice.startswith("function:"):
+            name = choice.removeprefix("function:")
+            chosen = [t for t in request.tools if t.name == name][:1]
+        elif choice == "required" or rng.random() < self.settings.tool_call_probability:
+            count = rng.randint(1, min(2, len(request.tools))) if request.parallel_tool_calls else 1
+            chosen = rng.sample(list(request.tools), count)
+        else:
+            return []
+        return [
+            ToolCall(
+                _call_id(rng),
+                tool.name,
+                tokenizer.pieces(_json(schema_values.generate(tool.parameters or _ANY_OBJECT, rng))),
+            )
+            for tool in chosen
+        ]
+
+    def _scripted(self, answer: Answer, tokenizer: Tokenizer, index: int, rng: Any) -> Choice:
+        if answer.error is not None:
+            error = answer.error
+            raise APIError(error.status, error.message, code=error.code, type=error.type)
+        if answer.tool_calls:
+            calls = [
+                ToolCall(_call_id(rng), call.name, tokenizer.pieces(_json(call.arguments)))
+                for call in answer.tool_calls
+            ]
+            return Choice(index, [], "tool_calls", calls)
+        return Choice(index, tokenizer.pieces(answer.text or ""), "stop")
+
+
+_ANY_OBJECT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+}
+
+
+def _json(value: Any) -> str:
+    """Compact, as OpenAI writes tool arguments and structured output."""
+    return orjson.dumps(value).decode()

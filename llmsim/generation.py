@@ -6,11 +6,14 @@ render :class:`Generation` back; everything between is written once here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from llmsim import content, tokens
-from llmsim.settings import Settings
+from llmsim import tokens
+
+if TYPE_CHECKING:
+    from llmsim.content import Content
 
 
 @dataclass(slots=True)
@@ -19,6 +22,12 @@ class PromptMessage:
     texts: tuple[str, ...]  # everything in the message that is billed as text
     name: str | None = None
     images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(slots=True)
@@ -30,6 +39,12 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     output_tokens: int | None = None  # exact completion length (x-llmsim-output-tokens)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"  # none | auto | required | function:<name>
+    parallel_tool_calls: bool = True
+    json_schema: Mapping[str, Any] | None = None  # response_format json_schema: content must match
+    json_object: bool = False  # response_format json_object: content must be JSON
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased, for scripted rules
 
     @property
     def last_user_text(self) -> str:
@@ -40,10 +55,26 @@ class GenerationRequest:
 
 
 @dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    pieces: Sequence[str]  # the JSON arguments, one entry per token
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass(slots=True)
 class Choice:
     index: int
     pieces: Sequence[str]  # one entry per completion token, as a stream would send them
     finish_reason: str
+    tool_calls: Sequence[ToolCall] = ()
+
+    @property
+    def tokens(self) -> int:
+        return len(self.pieces) + sum(len(call.pieces) for call in self.tool_calls)
 
     @property
     def text(self) -> str:
@@ -57,12 +88,12 @@ class Generation:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(len(choice.pieces) for choice in self.choices)
+        return sum(choice.tokens for choice in self.choices)
 
     @property
     def longest(self) -> int:
         """Tokens in the longest choice: the number of generation steps the request takes."""
-        return max(len(choice.pieces) for choice in self.choices)
+        return max(choice.tokens for choice in self.choices)
 
 
 def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage]) -> int:
@@ -77,28 +108,30 @@ def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage])
     return total
 
 
-def _choice(request: GenerationRequest, tokenizer: tokens.Tokenizer, pieces: list[str], index: int) -> Choice:
-    finish = "stop"
-    if request.stop:
+def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice) -> Choice:
+    """Apply ``stop`` (text only, as OpenAI does) and ``max_tokens`` to a drafted answer."""
+    pieces = choice.pieces
+    if request.stop and pieces:
         text = "".join(pieces)
         cuts = [i for i in (text.find(s) for s in request.stop) if i >= 0]
         if cuts:
             pieces = tokenizer.pieces(text[: min(cuts)])
-    if request.max_tokens is not None and len(pieces) > request.max_tokens:
-        pieces, finish = pieces[: request.max_tokens], "length"
-    return Choice(index, pieces, finish)
+    budget = request.max_tokens
+    if budget is None or len(pieces) + sum(len(c.pieces) for c in choice.tool_calls) <= budget:
+        return Choice(choice.index, pieces, choice.finish_reason, choice.tool_calls)
+    calls = []
+    budget -= len(pieces[:budget])
+    for call in choice.tool_calls:
+        if budget <= 0:
+            break
+        calls.append(ToolCall(call.id, call.name, call.pieces[:budget]))
+        budget -= len(call.pieces)
+    return Choice(choice.index, pieces[: request.max_tokens], "length", calls)
 
 
-def generate(request: GenerationRequest, settings: Settings) -> Generation:
+def generate(request: GenerationRequest, content: Content) -> Generation:
     tokenizer = tokens.for_model(request.model)
-    last_user = request.last_user_text
     choices = [
-        _choice(
-            request,
-            tokenizer,
-            content.pieces_for(settings, tokenizer, last_user, request.seed, index, request.output_tokens),
-            index,
-        )
-        for index in range(request.n)
+        _cut(request, tokenizer, content.draft(request, tokenizer, index)) for index in range(request.n)
     ]
     return Generation(choices, count_prompt(tokenizer, request.messages))

@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +31,7 @@ class ResponseMode(str, Enum):
     echo = "echo"
     fixed = "fixed"
     lorem = "lorem"
+    script = "script"
 
 
 class Settings(BaseSettings):
@@ -59,10 +60,17 @@ class Settings(BaseSettings):
     response_mode: ResponseMode = Field(
         ResponseMode.echo,
         description="echo: quote the last user message; fixed: --fixed-text; "
-        "lorem: deterministic filler of --output-tokens tokens.",
+        "lorem: deterministic filler of --output-tokens tokens; script: rules from --script "
+        "(unmatched requests fall back to echo).",
     )
     fixed_text: str = Field(
         "This is a simulated response from llmsim.", description="The text answered in fixed mode."
+    )
+    script: str | None = Field(
+        None, description="YAML rules for --response-mode script (reloaded on change)."
+    )
+    tool_call_probability: float = Field(
+        0.0, ge=0, le=1, description="Chance of a tool call when tools are given with tool_choice auto."
     )
     output_tokens: int = Field(64, ge=1, description="Length of lorem output, in tokens (the mean).")
     output_tokens_stddev: float = Field(0.0, ge=0, description="Spread of the lorem output length.")
@@ -104,6 +112,12 @@ class Settings(BaseSettings):
             if not value:
                 raise ValueError("at least one model is required")
         return value
+
+    @model_validator(mode="after")
+    def _script_needs_file(self) -> Settings:
+        if self.response_mode is ResponseMode.script and not self.script:
+            raise ValueError("--response-mode script needs --script FILE")
+        return self
 
     @field_validator("queue_full_status")
     @classmethod

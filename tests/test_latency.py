@@ -112,7 +112,7 @@ def test_200_concurrent_streams_do_not_drift() -> None:
     assert all(r[0] == 200 for r in results)
     gaps = [g for r in results for g in r[2]]
     _median_within(gaps, 0.020)
-    assert sorted(gaps)[int(len(gaps) * 0.99)] < 0.020 + 0.060  # tails: generous, the machine is shared
+    assert sorted(gaps)[int(len(gaps) * 0.99)] < 0.020 + 0.100  # tails: generous, the machine is shared
     _median_within([r[1] for r in results], 0.300)
     # The whole stream is scheduled against absolute deadlines: totals stay near 300 + 29 x 20 ms.
     totals = sorted(r[4] for r in results)

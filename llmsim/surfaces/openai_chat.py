@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import string
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmsim.errors import APIError, model_not_found
-from llmsim.generation import Generation, GenerationRequest, PromptMessage
+from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
 from llmsim.surfaces.validation import to_api_error
 
 
@@ -65,7 +66,7 @@ class FunctionCall(_Model):
     arguments: str
 
 
-class ToolCall(_Model):
+class MessageToolCall(_Model):
     id: str
     type: Literal["function"]
     function: FunctionCall
@@ -94,7 +95,7 @@ class AssistantMessage(_Model):
     content: str | list[AssistantPart] | None = None
     refusal: str | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[MessageToolCall] | None = None
     function_call: FunctionCall | None = None
 
 
@@ -133,9 +134,25 @@ class Tool(_Model):
     function: FunctionDefinition
 
 
+class NamedFunction(_Model):
+    name: str
+
+
+class NamedToolChoice(_Model):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(_Model):
+    name: str
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(_Model):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JSONSchemaFormat | None = None
 
 
 class ChatCompletionRequest(_Model):
@@ -159,7 +176,7 @@ class ChatCompletionRequest(_Model):
     metadata: dict[str, str] | None = None
     store: bool | None = None
     tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     service_tier: str | None = None
@@ -212,7 +229,58 @@ def parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, Ge
         stop=stop,
         seed=body.seed,
     )
+    if body.tools or body.tool_choice is not None:
+        neutral.tools, neutral.tool_choice = _tools(body)
+        neutral.parallel_tool_calls = body.parallel_tool_calls is not False
+    if body.response_format is not None:
+        _response_format(body.response_format, neutral)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(
+            400,
+            "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+            "top_logprobs",
+            "invalid_value",
+        )
     return body, neutral
+
+
+def _tools(body: ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], str]:
+    tools = tuple(ToolSpec(t.function.name, t.function.parameters or {}) for t in body.tools or ())
+    choice = body.tool_choice
+    if choice is None:
+        return tools, "auto" if tools else "none"
+    if choice != "none" and not tools:
+        raise APIError(
+            400,
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+            "tool_choice",
+            "invalid_value",
+        )
+    if isinstance(choice, NamedToolChoice):
+        name = choice.function.name
+        if name not in {t.name for t in tools}:
+            raise APIError(
+                400,
+                f"Invalid value for 'tool_choice': function '{name}' is not one of the 'tools'.",
+                "tool_choice",
+                "invalid_value",
+            )
+        return tools, f"function:{name}"
+    return tools, choice
+
+
+def _response_format(fmt: ResponseFormat, neutral: GenerationRequest) -> None:
+    if fmt.type == "json_object":
+        neutral.json_object = True
+    elif fmt.type == "json_schema":
+        if fmt.json_schema is None:
+            raise APIError(
+                400,
+                "Missing required parameter: 'response_format.json_schema'.",
+                "response_format.json_schema",
+                "missing_required_parameter",
+            )
+        neutral.json_schema = fmt.json_schema.schema_ or {}
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -242,7 +310,74 @@ def _usage(generation: Generation) -> dict[str, Any]:
     }
 
 
-def render(generation: Generation, model: str, instance: str) -> bytes:
+# Alternatives offered in top_logprobs, always less likely than the token that was "chosen".
+_ALTERNATIVES = (
+    " the",
+    ",",
+    " and",
+    ".",
+    " a",
+    " of",
+    " to",
+    " in",
+    " is",
+    " that",
+    " it",
+    " for",
+    " on",
+    " with",
+    " as",
+    " was",
+    " at",
+    " by",
+    " this",
+    " be",
+)
+
+
+def _logprob(piece: str, top: int) -> dict[str, Any]:
+    """A plausible, deterministic log probability for a token, in OpenAI's shape."""
+    logprob = -(zlib.crc32(piece.encode()) % 700) / 1000
+    entry: dict[str, Any] = {"token": piece, "logprob": logprob, "bytes": list(piece.encode())}
+    alternatives = [a for a in _ALTERNATIVES if a != piece][: max(0, top - 1)]
+    entry["top_logprobs"] = (
+        [{"token": piece, "logprob": logprob, "bytes": entry["bytes"]}]
+        + [
+            {"token": alt, "logprob": round(logprob - 1.5 - 0.7 * k, 4), "bytes": list(alt.encode())}
+            for k, alt in enumerate(alternatives)
+        ]
+        if top
+        else []
+    )
+    return entry
+
+
+def _tool_call(call: ToolCall, index: int, arguments: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }
+
+
+def _message(choice: Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": choice.text if choice.pieces or not choice.tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if choice.tool_calls:
+        message["tool_calls"] = [
+            {k: v for k, v in _tool_call(call, i, call.arguments).items() if k != "index"}
+            for i, call in enumerate(choice.tool_calls)
+        ]
+    return message
+
+
+def render(generation: Generation, model: str, instance: str, top_logprobs: int | None = None) -> bytes:
+    """The non-streamed body; ``top_logprobs`` None means the request asked for no logprobs."""
     return orjson.dumps(
         {
             "id": completion_id(),
@@ -252,13 +387,10 @@ def render(generation: Generation, model: str, instance: str) -> bytes:
             "choices": [
                 {
                     "index": choice.index,
-                    "message": {
-                        "role": "assistant",
-                        "content": choice.text,
-                        "refusal": None,
-                        "annotations": [],
-                    },
-                    "logprobs": None,
+                    "message": _message(choice),
+                    "logprobs": None
+                    if top_logprobs is None
+                    else {"content": [_logprob(p, top_logprobs) for p in choice.pieces], "refusal": None},
                     "finish_reason": choice.finish_reason,
                 }
                 for choice in generation.choices
@@ -270,11 +402,29 @@ def render(generation: Generation, model: str, instance: str) -> bytes:
     )
 
 
+def _steps(choice: Choice, top_logprobs: int | None) -> Iterator[tuple[int, dict[str, Any], Any]]:
+    """(generation step, delta, logprobs) of one choice's chunks after the role chunk."""
+    position = 0
+    for piece in choice.pieces:
+        logprobs = (
+            None if top_logprobs is None else {"content": [_logprob(piece, top_logprobs)], "refusal": None}
+        )
+        yield position, {"content": piece}, logprobs
+        position += 1
+    for index, call in enumerate(choice.tool_calls):
+        if index:  # the first call is announced with the role; later ones when they start
+            yield position, {"tool_calls": [_tool_call(call, index, "")]}, None
+        for piece in call.pieces:
+            yield position, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None
+            position += 1
+
+
 def render_stream(
-    generation: Generation, model: str, instance: str, include_usage: bool
+    generation: Generation, model: str, instance: str, include_usage: bool, top_logprobs: int | None = None
 ) -> Iterator[tuple[int, bytes]]:
-    """SSE events as OpenAI sends them: role first, one token per chunk, interleaved across
-    choices, a finish chunk per choice, the optional usage chunk, then ``[DONE]``.
+    """SSE events as OpenAI sends them: role first, one token per chunk (tool-call arguments in
+    pieces after the call's id and name), interleaved across choices, a finish chunk per
+    choice, the optional usage chunk, then ``[DONE]``.
 
     Each event comes with the generation step it belongs to, so the shared latency model can
     pace it; the surface knows nothing of time.
@@ -297,18 +447,32 @@ def render_stream(
     tail = b"]" + tail + b"\n\n"
     dumps = orjson.dumps
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return head + dumps(choice) + tail
 
-    for choice in generation.choices:
-        yield 0, chunk(choice.index, {"role": "assistant", "content": "", "refusal": None})
+    choices = generation.choices
+    for choice in choices:
+        role: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        if choice.tool_calls and not choice.pieces:
+            role = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [_tool_call(choice.tool_calls[0], 0, "")],
+                "refusal": None,
+            }
+        yield 0, chunk(choice.index, role)
+    if len(choices) == 1:
+        index = choices[0].index
+        for position, delta, logprobs in _steps(choices[0], top_logprobs):
+            yield position, chunk(index, delta, None, logprobs)
+    else:
+        steps = [(p, c.index, d, lp) for c in choices for p, d, lp in _steps(c, top_logprobs)]
+        steps.sort(key=lambda step: (step[0], step[1]))  # interleaved, as OpenAI streams n > 1
+        for position, index, delta, logprobs in steps:
+            yield position, chunk(index, delta, None, logprobs)
     last = max(0, generation.longest - 1)
-    for position in range(generation.longest):
-        for choice in generation.choices:
-            if position < len(choice.pieces):
-                yield position, chunk(choice.index, {"content": choice.pieces[position]})
-    for choice in generation.choices:
+    for choice in choices:
         yield last, chunk(choice.index, {}, choice.finish_reason)
     if include_usage:
         usage = envelope.replace(b'"usage":null', b'"usage":' + dumps(_usage(generation)))
