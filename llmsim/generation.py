@@ -71,10 +71,10 @@ class Choice:
     pieces: Sequence[str]  # one entry per completion token, as a stream would send them
     finish_reason: str
     tool_calls: Sequence[ToolCall] = ()
+    tokens: int = field(init=False)  # completion tokens of this choice
 
-    @property
-    def tokens(self) -> int:
-        return len(self.pieces) + sum(len(call.pieces) for call in self.tool_calls)
+    def __post_init__(self) -> None:
+        self.tokens = len(self.pieces) + sum(len(call.pieces) for call in self.tool_calls)
 
     @property
     def text(self) -> str:
@@ -118,7 +118,11 @@ def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice
             pieces = tokenizer.pieces(text[: min(cuts)])
     budget = request.max_tokens
     if budget is None or len(pieces) + sum(len(c.pieces) for c in choice.tool_calls) <= budget:
-        return Choice(choice.index, pieces, choice.finish_reason, choice.tool_calls)
+        return (
+            choice
+            if pieces is choice.pieces
+            else Choice(choice.index, pieces, choice.finish_reason, choice.tool_calls)
+        )
     calls = []
     budget -= len(pieces[:budget])
     for call in choice.tool_calls:

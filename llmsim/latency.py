@@ -145,10 +145,16 @@ _OVERRIDES = {
 }
 
 
+NO_OVERRIDES = Overrides()
+INSTANT = Plan(0.0)
+
+
 def overrides_from(headers: list[tuple[bytes, bytes]]) -> Overrides:
-    overrides = Overrides()
+    overrides = NO_OVERRIDES
     for name, value in headers:
         if name.startswith(b"x-llmsim-") and name in _OVERRIDES:
+            if overrides is NO_OVERRIDES:
+                overrides = Overrides()
             field_name, kind = _OVERRIDES[name]
             try:
                 number = kind(value.decode("latin-1"))
@@ -179,6 +185,8 @@ class LatencyModel:
         self, model: str, prompt_tokens: int, output_tokens: int, overrides: Overrides, slowdown: float
     ) -> Plan:
         profile = self.profile(model)
+        if overrides is NO_OVERRIDES and profile.instant:
+            return INSTANT
         if overrides.ttft_ms is not None:
             prefill = overrides.ttft_ms / 1000
         else:

@@ -89,6 +89,35 @@ class Settings(BaseSettings):
         None,
         description="YAML/TOML file of named profiles and a model -> profile map (added to the shipped ones).",
     )
+    # Faults
+    failure_rate: float = Field(
+        0.0, ge=0, le=1, description="Fraction of requests that fail (random, seeded)."
+    )
+    failure_types: str | None = Field(
+        None,
+        description="Comma list of fault types for --failure-rate/--fail-first (default server_error): "
+        "rate_limit, server_error, overloaded, bad_gateway, timeout, context_length, auth, "
+        "disconnect, malformed, slow.",
+    )
+    fail_first: int = Field(0, ge=0, description="The first N requests fail, then all succeed (retry tests).")
+    fault_seed: int | None = Field(None, description="Seed for random fault selection.")
+    fault_after: int = Field(3, ge=0, description="Chunks streamed before a disconnect/malformed fault.")
+    timeout_hang: float = Field(600.0, ge=0, description="Seconds a timeout fault holds a request, then 504.")
+    slow_factor: float = Field(10.0, ge=1, description="TTFT multiplier of the slow fault.")
+    # Access
+    api_keys: str | None = Field(None, description="Comma list of accepted API keys (default: no auth).")
+    api_keys_file: str | None = Field(
+        None, description="File of API keys: 'key [org [project [tier]]]' a line."
+    )
+    rpm: int | None = Field(None, ge=1, description="Requests per minute per key (or per client).")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute per key (prompt + max_tokens).")
+    tier_limits: str | None = Field(
+        None, description="Limits per key tier, e.g. free=3:40000,tier1=500:200000 (RPM:TPM)."
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token for /llmsim/config and /llmsim/reset (default: loopback only)."
+    )
+    log_format: str = Field("text", description="text, or json for one structured access-log line a request.")
     # Load
     max_concurrency: int = Field(0, ge=0, description="Sequences generating at once; 0 = unlimited.")
     max_queue: int | None = Field(
@@ -124,6 +153,33 @@ class Settings(BaseSettings):
     def _check_full_status(cls, value: int) -> int:
         if value not in (429, 503):
             raise ValueError("must be 429 or 503")
+        return value
+
+    @field_validator("tier_limits")
+    @classmethod
+    def _check_tiers(cls, value: str | None) -> str | None:
+        from llmsim.limits import parse_tier_limits
+
+        parse_tier_limits(value)
+        return value
+
+    @field_validator("failure_types")
+    @classmethod
+    def _check_fault_types(cls, value: str | None) -> str | None:
+        from llmsim.faults import FaultType
+
+        for name in (value or "").split(","):
+            if name.strip() and name.strip() not in FaultType.__members__:
+                raise ValueError(
+                    f"unknown fault type {name.strip()!r} (known: {', '.join(FaultType.__members__)})"
+                )
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("must be text or json")
         return value
 
     @field_validator("log_level")

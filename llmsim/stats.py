@@ -14,6 +14,11 @@ class Stats:
     started_monotonic: float = field(default_factory=time.monotonic)
     in_flight: int = 0
     by_endpoint: Counter[tuple[str, int]] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def reset(self) -> None:
+        self.by_endpoint.clear()
+        self.faults.clear()
 
     @property
     def uptime_s(self) -> float:
@@ -29,4 +34,5 @@ class Stats:
             "in_flight": self.in_flight,
             "requests_total": sum(self.by_endpoint.values()),
             "requests": endpoints,
+            "faults": dict(self.faults),
         }

@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Receive, Scope, Send
 
+from llmsim.engine import Engine
 from llmsim.errors import APIError, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
 from llmsim.surfaces.validation import to_api_error
@@ -478,3 +480,53 @@ def render_stream(
         usage = envelope.replace(b'"usage":null', b'"usage":' + dumps(_usage(generation)))
         yield last, b"data: " + usage + b"\n\n"
     yield last, b"data: [DONE]\n\n"
+
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tells nginx not to buffer the stream
+]
+
+
+class ChatCompletions:
+    """``POST /v1/chat/completions`` as a plain ASGI endpoint: the surface's part is parsing and
+    rendering; the engine does everything in between.
+
+    A token stream is many small writes; sending them straight to the server, without a
+    Response object and its disconnect-listener task, keeps llmsim near the speed of a bare
+    ASGI app. Errors are raised, and rendered once by the Pipeline.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self.engine
+        turn = engine.admit(scope)
+        body, neutral = parse(await read_body(receive), engine.models)
+        try:
+            generation = await engine.begin(scope, receive, turn, neutral)
+            top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
+            instance = engine.instance_id
+            if body.stream:
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                events = render_stream(generation, body.model, instance, include_usage, top_logprobs)
+                await engine.stream(turn, send, SSE_HEADERS, events)
+            else:
+                payload = render(generation, body.model, instance, top_logprobs)
+                await engine.respond(turn, send, payload, b"application/json")
+        finally:
+            engine.end(turn)
+
+
+async def read_body(receive: Receive) -> bytes:
+    parts = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(parts)

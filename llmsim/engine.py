@@ -1,0 +1,253 @@
+"""The stages every API surface shares, written once.
+
+A surface parses its wire format into a :class:`GenerationRequest` and renders events back;
+between the two, :class:`Engine` applies, in order: auth, overrides, content (with usage), faults,
+rate limits, the queue, the latency plan, and then paces what the surface renders. Everything a
+stage learns about a request lives on its :class:`Turn`, which the outer :class:`Pipeline` reads
+for the accounting (stats, metrics, access log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from itertools import groupby
+from operator import itemgetter
+
+from starlette.types import Receive, Scope, Send
+
+from llmsim import latency, limits
+from llmsim.auth import Authenticator, KeyInfo, load_keys
+from llmsim.content import Content
+from llmsim.errors import APIError
+from llmsim.faults import MALFORMED_EVENT, Fault, FaultPolicy, FaultType
+from llmsim.generation import Generation, GenerationRequest, generate
+from llmsim.latency import Overrides, Pacer, Plan, overrides_from
+from llmsim.metrics import Metrics
+from llmsim.scheduler import Scheduler
+from llmsim.script import Script
+from llmsim.settings import Settings
+
+_FAULT_HEADER = b"x-llmsim-fault"
+# A slow fault on an instance without latency still has to be slow: this is the TTFT it multiplies.
+SLOW_BASE_S = 0.1
+
+
+@dataclass(slots=True)
+class Turn:
+    """One request on its way through the shared stages."""
+
+    arrived: float
+    key: KeyInfo | None
+    overrides: Overrides
+    fault_header: bytes | None
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    fault: Fault | None = None
+    plan: Plan = field(default_factory=lambda: latency.INSTANT)
+    queued_s: float = 0.0
+    limit: limits.LimitState = field(default_factory=lambda: limits.UNLIMITED)
+    pacer: Pacer | None = None
+    acquired: bool = False
+
+
+class Engine:
+    def __init__(self, settings: Settings, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.scheduler = Scheduler(settings.max_concurrency, settings.max_queue, settings.queue_full_status)
+        self.metrics = Metrics(
+            instance_id,
+            settings.models,
+            lambda: self.scheduler.running,
+            lambda: self.scheduler.waiting,
+            settings.max_concurrency,
+        )
+        self.faults = FaultPolicy(
+            seed=settings.fault_seed,
+            after=settings.fault_after,
+            hang=settings.timeout_hang,
+            slow_factor=settings.slow_factor,
+        )
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """Apply settings; at runtime (PATCH /llmsim/config) they take effect for new requests."""
+        previous = getattr(self, "settings", None)
+        self.settings = settings
+        self.models = frozenset(settings.models)
+        self.latency = latency.from_settings(settings)
+        self.content = Content(settings, Script(settings.script) if settings.script else None)
+        self.faults.after, self.faults.hang = settings.fault_after, settings.timeout_hang
+        self.faults.slow_factor = settings.slow_factor
+        self.faults.configure(
+            rate=settings.failure_rate,
+            types=[t.strip() for t in (settings.failure_types or "").split(",") if t.strip()],
+            # Restart the fail-first count only when it is (re)set, not on every other change.
+            fail_first=settings.fail_first
+            if previous is None or previous.fail_first != settings.fail_first
+            else None,
+        )
+        keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
+        self.auth = Authenticator(load_keys(keys, settings.api_keys_file))
+        limit_fields = ("rpm", "tpm", "tier_limits")
+        if previous is None or any(getattr(previous, f) != getattr(settings, f) for f in limit_fields):
+            self.limits = limits.RateLimits(
+                settings.rpm, settings.tpm, limits.parse_tier_limits(settings.tier_limits)
+            )
+        self.scheduler.max_queue = settings.max_queue
+        self.scheduler.full_status = settings.queue_full_status
+
+    # --- stages --------------------------------------------------------------------------------
+
+    def admit(self, scope: Scope) -> Turn:
+        """Before the body is read: who is asking (401 otherwise) and what the headers ask for."""
+        headers = scope["headers"]
+        key = self.auth.check(headers)
+        fault_header = next((v for k, v in headers if k == _FAULT_HEADER), None)
+        turn = Turn(time.monotonic(), key, overrides_from(headers), fault_header)
+        scope["llmsim.turn"] = turn
+        return turn
+
+    async def begin(
+        self, scope: Scope, receive: Receive, turn: Turn, request: GenerationRequest
+    ) -> Generation:
+        """Content, faults, limits, the queue and the latency plan; raises what the client gets."""
+        request.output_tokens = turn.overrides.output_tokens
+        if self.content.script is not None:
+            request.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        turn.model = request.model
+        generation = generate(request, self.content)
+        turn.prompt_tokens = generation.prompt_tokens
+        turn.completion_tokens = generation.completion_tokens
+        turn.finish_reason = generation.choices[0].finish_reason
+
+        fault = self.faults.pick(turn.fault_header)
+        if fault is not None:
+            turn.fault = fault
+            self.metrics.fault(fault.type.value)
+            if fault.immediate:
+                raise self.faults.error_for(fault, request.model, generation.prompt_tokens)
+
+        if self.limits.enabled:
+            identity = turn.key.key if turn.key else _client(scope)
+            estimate = limits.estimate_tokens(generation.prompt_tokens, request.max_tokens, request.n)
+            try:
+                turn.limit = self.limits.check(
+                    identity,
+                    turn.key.tier if turn.key else None,
+                    estimate,
+                    time.monotonic(),
+                    model=request.model,
+                    org=turn.key.org if turn.key else None,
+                )
+            except APIError as exc:
+                self.metrics.rate_limited(exc.type or "requests")
+                raise
+
+        scheduler = self.scheduler
+        waiting_since = time.monotonic()
+        await scheduler.acquire()  # the queue wait is part of the time to first token
+        turn.acquired = True
+        turn.queued_s = time.monotonic() - waiting_since
+        slowdown = 1 + self.settings.slowdown * scheduler.load
+        plan = self.latency.plan(
+            request.model, generation.prompt_tokens, generation.longest, turn.overrides, slowdown
+        )
+        if fault is not None and fault.type is FaultType.slow:
+            plan = replace(
+                plan, prefill=(plan.prefill or SLOW_BASE_S) * (fault.factor or self.faults.slow_factor)
+            )
+        turn.plan = plan
+        if not plan.instant:
+            # The clock starts at arrival, not after parsing: under a burst, the work of the
+            # requests ahead is time this one spent "prefilling", as on a real server.
+            turn.pacer = Pacer(plan, receive, turn.arrived + turn.queued_s)
+        if fault is not None and fault.type is FaultType.timeout:
+            await self._hang(receive, fault.hang or self.faults.hang)
+        return generation
+
+    async def _hang(self, receive: Receive, seconds: float) -> None:
+        """Accept, then say nothing until the client gives up or the hang time passes."""
+        try:
+            await asyncio.wait_for(receive(), timeout=seconds)
+        except asyncio.TimeoutError:
+            raise APIError(504, "Request timed out.", code="timeout", type="server_error") from None
+        raise _ClientGone
+
+    def end(self, turn: Turn) -> None:
+        if turn.acquired:
+            self.scheduler.release()
+            turn.acquired = False
+        if turn.pacer is not None:
+            turn.pacer.close()
+
+    # --- sending -------------------------------------------------------------------------------
+
+    async def respond(self, turn: Turn, send: Send, payload: bytes, content_type: bytes) -> None:
+        """A whole body, after the whole simulated generation."""
+        if turn.pacer is not None and not await turn.pacer.until(len(turn.pacer.deadlines) - 1):
+            raise _ClientGone
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))]
+        if turn.limit is not limits.UNLIMITED:
+            headers += turn.limit.headers()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self._observe(turn)
+
+    async def stream(
+        self, turn: Turn, send: Send, headers: list[tuple[bytes, bytes]], events: Iterator[tuple[int, bytes]]
+    ) -> None:
+        """Events paced by generation step; mid-stream faults strike here, for every surface."""
+        if turn.limit is not limits.UNLIMITED:
+            headers = headers + turn.limit.headers()
+        # Headers go out at once, as a provider's do; the first event waits for its token.
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        fault = turn.fault if turn.fault is not None and turn.fault.mid_stream else None
+        strike = fault.after if fault is not None and fault.after is not None else self.faults.after
+        pacer = turn.pacer
+        sent = 0
+        # Events of one generation step (the role and first token, the last token and the
+        # finish) leave in one write.
+        for position, step in groupby(events, key=itemgetter(0)):
+            if pacer is not None and not await pacer.until(position):
+                raise _ClientGone  # stop generating, free the slot
+            if fault is not None and sent >= strike:
+                if fault.type is FaultType.disconnect:
+                    raise _Disconnect
+                await send({"type": "http.response.body", "body": MALFORMED_EVENT, "more_body": True})
+                fault = None
+            chunks = [event for _, event in step]
+            await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+            sent += len(chunks)  # SSE events, as a client counts them
+        await send({"type": "http.response.body", "body": b""})
+        self._observe(turn)
+
+    def _observe(self, turn: Turn) -> None:
+        model, plan = turn.model, turn.plan
+        self.metrics.queue_time(model, turn.queued_s)
+        self.metrics.first_token(model, turn.queued_s + plan.prefill)
+        self.metrics.inter_token(model, plan.itls)
+
+
+class _ClientGone(Exception):
+    """The client disconnected; nothing more to send."""
+
+
+class _Disconnect(Exception):
+    """A disconnect fault: drop the connection mid-stream."""
+
+
+ENDED_EARLY = (_ClientGone, _Disconnect)
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def turn_of(scope: Scope) -> Turn | None:
+    return scope.get("llmsim.turn")

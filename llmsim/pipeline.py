@@ -1,0 +1,173 @@
+"""The outermost layer: what every HTTP response passes through once, whatever produced it.
+
+Identity and request-ID headers, the body limit, the rendering of every error (raised by a
+surface or a stage, by the router as a 404/405, or unexpected) into the provider's envelope, and
+the accounting: per-instance counters, Prometheus metrics and the access log.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmsim.auth import mask
+from llmsim.engine import ENDED_EARLY, Engine, turn_of
+from llmsim.errors import APIError, body_too_large
+from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER
+from llmsim.stats import Stats
+
+log = logging.getLogger("llmsim")
+access_log = logging.getLogger("llmsim.access")
+
+_INSTANCE = INSTANCE_HEADER.encode()
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+JSON = b"application/json"
+CLIENT_CLOSED = 499  # nginx's name for a request whose client went away first
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Pipeline:
+    def __init__(
+        self,
+        app: ASGIApp,
+        engine: Engine,
+        stats: Stats,
+        max_body: int,
+        paths: dict[Any, str],
+        json_log: bool = False,
+    ) -> None:
+        self.app = app
+        self.engine = engine
+        self.paths = paths  # endpoint -> route path, to count requests per route
+        self.instance = engine.instance_id.encode()
+        self.stats = stats
+        self.max_body = max_body
+        self.json_log = json_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        # The router raises HTTPException for 404/405 (instead of answering in plain text)
+        # when it runs inside an app; this is that app.
+        scope["app"] = self
+        request_id = b""
+        length = -1
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID:
+                request_id = value[:200]
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+        request_id = request_id or b"req_%032x" % random.getrandbits(128)
+        status = 0
+        stamp = [(_INSTANCE, self.instance), (_REQUEST_ID, request_id)]
+
+        async def send_stamped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *stamp]
+            await send(message)
+
+        self.stats.in_flight += 1
+        try:
+            if length > self.max_body:
+                raise BodyTooLarge
+            # A declared length is enforced by the HTTP parser; only chunked bodies need counting.
+            await self.app(scope, receive if length >= 0 else self._limited(receive), send_stamped)
+        except ENDED_EARLY:
+            status = status or CLIENT_CLOSED
+        except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
+            if status:
+                raise  # the response has started; all that is left is to drop the connection
+            await send_error(self._as_api_error(exc, scope), send_stamped)
+        finally:
+            self.stats.in_flight -= 1
+            self._account(scope, status or 500, started, request_id)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise BodyTooLarge
+            return message
+
+        return receive_limited
+
+    def _account(self, scope: Scope, status: int, started: float, request_id: bytes) -> None:
+        endpoint = self.paths.get(scope.get("endpoint"), "other")
+        self.stats.by_endpoint[(endpoint, status)] += 1
+        turn = turn_of(scope)
+        metrics = self.engine.metrics
+        if turn is None or not turn.model:
+            metrics.counted(endpoint, status)
+        else:
+            metrics.finished(
+                turn.model,
+                status,
+                turn.prompt_tokens,
+                turn.completion_tokens,
+                time.monotonic() - started,
+                endpoint,
+                turn.finish_reason,
+            )
+            if turn.fault is not None:
+                self.stats.faults[turn.fault.type.value] += 1
+        if self.json_log:
+            line: dict[str, Any] = {
+                "request_id": request_id.decode("latin-1"),
+                "instance": self.engine.instance_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            }
+            if turn is not None and turn.model:
+                line |= {
+                    "model": turn.model,
+                    "prompt_tokens": turn.prompt_tokens,
+                    "completion_tokens": turn.completion_tokens,
+                    "ttft_ms": round((turn.queued_s + turn.plan.prefill) * 1000, 2),
+                    "fault": turn.fault.type.value if turn.fault else None,
+                    "key": mask(turn.key.key) if turn.key else None,
+                }
+            access_log.info(orjson.dumps(line).decode())
+
+    def _as_api_error(self, exc: Exception, scope: Scope) -> APIError:
+        if isinstance(exc, APIError):
+            return exc
+        if isinstance(exc, BodyTooLarge):
+            return body_too_large(self.max_body)
+        method, path = scope["method"], scope["path"]
+        if isinstance(exc, HTTPException):
+            if exc.status_code == 404:
+                message = f"Invalid URL ({method} {path})"
+            elif exc.status_code == 405:
+                message = f"Method {method} is not allowed for {path}."
+            else:
+                message = str(exc.detail)
+            return APIError(exc.status_code, message, headers=dict(exc.headers or {}))
+        log.error("unhandled error on %s %s", method, path, exc_info=exc)
+        return APIError(500, "The server had an error while processing your request.", code="internal_error")
+
+
+async def send_error(error: APIError, send: Send) -> None:
+    body = error.body()
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
