@@ -59,6 +59,14 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_format == "json":
+        # One JSON object a line, nothing around it, so log shippers can parse it as is.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access = logging.getLogger("llmsim.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
