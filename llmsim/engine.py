@@ -107,8 +107,11 @@ class Engine:
         """Before the body is read: who is asking (401 otherwise) and what the headers ask for."""
         headers = scope["headers"]
         key = self.auth.check(headers)
-        fault_header = next((v for k, v in headers if k == _FAULT_HEADER), None)
-        turn = Turn(time.monotonic(), key, overrides_from(headers), fault_header)
+        ours = [(k, v) for k, v in headers if k.startswith(b"x-llmsim-")]  # usually none
+        fault_header = next((v for k, v in ours if k == _FAULT_HEADER), None) if ours else None
+        turn = Turn(
+            time.monotonic(), key, overrides_from(ours) if ours else latency.NO_OVERRIDES, fault_header
+        )
         scope["llmsim.turn"] = turn
         return turn
 

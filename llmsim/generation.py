@@ -98,12 +98,14 @@ class Generation:
 
 def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage]) -> int:
     """Prompt tokens as OpenAI bills a chat request (the cookbook's per-message overhead)."""
+    count = tokenizer.count
     total = tokens.REPLY_PRIMING
     for message in messages:
-        total += tokens.TOKENS_PER_MESSAGE + tokenizer.count(message.role)
-        total += sum(tokenizer.count(text) for text in message.texts)
+        total += tokens.TOKENS_PER_MESSAGE + count(message.role)
+        for text in message.texts:
+            total += count(text)
         if message.name:
-            total += tokens.TOKENS_PER_NAME + tokenizer.count(message.name)
+            total += tokens.TOKENS_PER_NAME + count(message.name)
         total += tokens.IMAGE_TOKENS * message.images
     return total
 
