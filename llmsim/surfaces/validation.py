@@ -30,6 +30,15 @@ _EXPECTED = {
 }
 
 
+# pydantic's bound errors -> (its context key, the operator, OpenAI's wording)
+_BOUNDS = {
+    "greater_than_equal": ("ge", ">=", "below"),
+    "greater_than": ("gt", ">", "below"),
+    "less_than_equal": ("le", "<=", "above"),
+    "less_than": ("lt", "<", "above"),
+}
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -128,25 +137,16 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
         field = str(ctx.get("discriminator", "")).strip("'")
         param = f"{param}.{field}" if param else field
         return APIError(400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
-    if kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
+    if kind in _BOUNDS:
+        key, op, side = _BOUNDS[kind]
+        bound = ctx.get(key)
         number = "decimal" if isinstance(bound, float) else "integer"
-        op = ">=" if kind == "greater_than_equal" else ">"
         return APIError(
             400,
-            f"Invalid {where}: {number} below minimum value. Expected a value {op} {bound}, but got {value} instead.",
+            f"Invalid {where}: {number} {side} {'minimum' if side == 'below' else 'maximum'} value. "
+            f"Expected a value {op} {bound}, but got {value} instead.",
             param,
-            f"{number}_below_min_value",
-        )
-    if kind in ("less_than_equal", "less_than"):
-        bound = ctx.get("le", ctx.get("lt"))
-        number = "decimal" if isinstance(bound, float) else "integer"
-        op = "<=" if kind == "less_than_equal" else "<"
-        return APIError(
-            400,
-            f"Invalid {where}: {number} above maximum value. Expected a value {op} {bound}, but got {value} instead.",
-            param,
-            f"{number}_above_max_value",
+            f"{number}_{side}_{'min' if side == 'below' else 'max'}_value",
         )
     if kind == "too_short":
         if not value:
