@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from supervisor.xmlrpc import Faults
 
-from cluster import ClusterError, ports, state, status, supervisor
+from cluster import ClusterError, control, ports, state, status, supervisor
 from cluster.state import Cluster, Instance
 
 STOP_TIMEOUT_S = 30.0
@@ -131,8 +131,12 @@ def _shutdown(run_dir: Path, api: Any, cluster: Cluster | None) -> None:
     )
 
 
+def _collect(cluster: Cluster, api: Any) -> list[status.Row]:
+    return status.collect(cluster, api.getAllProcessInfo(), control.admin_token(cluster))
+
+
 def _show(cluster: Cluster, api: Any) -> Any:
-    return status.render(cluster, status.collect(cluster, api.getAllProcessInfo()))
+    return status.render(cluster, _collect(cluster, api))
 
 
 def _live(refresh: Callable[[], Any]) -> None:
@@ -193,7 +197,7 @@ def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
 def cmd_status(args: argparse.Namespace, run_dir: Path) -> int:
     cluster, api = _running(run_dir)
     if args.json:
-        print(status.as_json(cluster, run_dir, status.collect(cluster, api.getAllProcessInfo())))
+        print(status.as_json(cluster, run_dir, _collect(cluster, api)))
     elif args.watch:
         with contextlib.suppress(KeyboardInterrupt):
             _live(lambda: _show(cluster, api))
@@ -293,6 +297,93 @@ def cmd_logs(args: argparse.Namespace, run_dir: Path) -> int:
             return 0
 
 
+def _targets(cluster: Cluster, instance_id: str) -> list[Instance]:
+    return cluster.instances if instance_id == "all" else [_instance(cluster, instance_id)]
+
+
+def _configure(
+    run_dir: Path,
+    instance_id: str,
+    patches: list[dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+    what: str,
+) -> int:
+    """PATCH each target with ``patches`` in turn; one line per instance changed, one per failure.
+
+    A 400 stops at once (the same change would be refused everywhere); an instance that does not
+    answer is reported and the others are still changed. Exit status 1 if anything failed.
+    """
+    cluster, _api = _running(run_dir)
+    targets = _targets(cluster, instance_id)
+    token = control.admin_token(cluster)
+    failed = 0
+    for instance in targets:
+        try:
+            for patch in patches:
+                config = control.patch_config(instance, patch, token)
+        except control.ControlError as exc:
+            print(f"llmsim cluster: {exc}", file=sys.stderr)
+            failed += 1
+            if exc.status == 400:
+                break
+            continue
+        console.print(f"{instance.id} {instance.url} {what}: {describe(config)}", highlight=False)
+    return 1 if failed else 0
+
+
+def cmd_fault(args: argparse.Namespace, run_dir: Path) -> int:
+    if args.clear:
+        if args.types is not None or args.rate is not None or args.fail_first is not None:
+            raise ClusterError("--clear takes no other fault flags")
+        patches = [{"failure_rate": 0.0, "fail_first": 0}]
+    else:
+        if args.types is None and args.rate is None and args.fail_first is None:
+            raise ClusterError("say which fault: --type TYPE [--rate R] [--fail-first N], or --clear")
+        patch: dict[str, Any] = {}
+        if args.types is not None:
+            patch["failure_types"] = args.types
+        rate = args.rate
+        if rate is None and args.types is not None and args.fail_first is None:
+            rate = 1.0  # `fault sim-2 --type server_error`: every request fails
+        if rate is not None:
+            patch["failure_rate"] = rate
+        patches = [patch]
+        if args.fail_first is not None:
+            # The instance restarts its fail-first count only when the value changes: set 0 with
+            # the rest (validated in one go), then N, so the next N requests fail every time.
+            patch["fail_first"] = 0
+            if args.fail_first:
+                patches.append({"fail_first": args.fail_first})
+    return _configure(run_dir, args.id, patches, control.faults_from_config, "faults")
+
+
+def cmd_latency(args: argparse.Namespace, run_dir: Path) -> int:
+    given = args.ttft_ms is not None or args.itl_ms is not None
+    if args.clear:
+        if given or args.profile is not None:
+            raise ClusterError("--clear takes no other latency flags")
+        patch: dict[str, Any] = {
+            "prefill_overhead": 0.0,
+            "prefill_overhead_stddev": 0.0,
+            "itl": 0.0,
+            "itl_stddev": 0.0,
+            "profile": None,
+        }
+    elif args.profile is not None:
+        if given:
+            raise ClusterError("--profile replaces --ttft-ms and --itl-ms; give one or the other")
+        patch = {"profile": args.profile}
+    elif given:
+        patch = {"profile": None}  # a profile would override the flat numbers
+        if args.ttft_ms is not None:
+            patch["prefill_overhead"] = args.ttft_ms
+        if args.itl_ms is not None:
+            patch["itl"] = args.itl_ms
+    else:
+        raise ClusterError("say which latency: --ttft-ms MS [--itl-ms MS], --profile NAME, or --clear")
+    return _configure(run_dir, args.id, [patch], control.latency_from_config, "latency")
+
+
 def cmd_down(args: argparse.Namespace, run_dir: Path) -> int:
     cluster, api = _running(run_dir)
     _shutdown(run_dir, api, cluster)
@@ -352,6 +443,31 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("id", help="instance ID, e.g. sim-2")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default %(default)s)")
+    fault = add(
+        "fault", cmd_fault, "inject errors on one instance (or all): they apply to new requests at once"
+    )
+    fault.add_argument("id", help="instance ID, e.g. sim-2, or all")
+    fault.add_argument(
+        "--type",
+        "--types",
+        dest="types",
+        metavar="TYPES",
+        help="fault type, or a comma list to pick from: rate_limit, server_error, overloaded, bad_gateway, "
+        "timeout, context_length, auth, disconnect, malformed, slow (the instance's default: server_error)",
+    )
+    fault.add_argument(
+        "--rate",
+        type=float,
+        help="fraction of requests that fail, 0..1 (default 1.0 when --type comes alone)",
+    )
+    fault.add_argument("--fail-first", type=int, metavar="N", help="the next N requests fail, then none")
+    fault.add_argument("--clear", action="store_true", help="no more faults: rate 0, fail-first 0")
+    lat = add("latency", cmd_latency, "slow one instance (or all) down: applies to new requests at once")
+    lat.add_argument("id", help="instance ID, e.g. sim-1, or all")
+    lat.add_argument("--ttft-ms", type=float, metavar="MS", help="time to first token, ms")
+    lat.add_argument("--itl-ms", type=float, metavar="MS", help="inter-token latency while streaming, ms")
+    lat.add_argument("--profile", metavar="NAME", help="a named latency profile instead (e.g. gpt-4o)")
+    lat.add_argument("--clear", action="store_true", help="instant again: TTFT and ITL 0, no profile")
     add("down", cmd_down, "stop every instance and supervisord; keep the logs")
     return parser
 

@@ -1,7 +1,8 @@
 """What every instance is doing right now, and the table that shows it.
 
-Supervisor knows PID, state and start time; the instance itself knows whether it answers and
-how many requests it served; /proc knows its memory. ``collect`` asks all three, in parallel
+Supervisor knows PID, state and start time; the instance itself knows whether it answers, how
+many requests it served and which faults and latency are active (/llmsim/stats, with the admin
+token when the cluster has one); /proc knows its memory. ``collect`` asks all three, in parallel
 across instances, with short timeouts so a hung instance only costs its own row.
 """
 
@@ -20,11 +21,12 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from cluster import control
 from cluster.state import Cluster, Instance
 
 TIMEOUT_S = 0.5
-# Polled by `status` itself; counting them would make an idle instance look busy.
-MONITORING = ("/health", "/llmsim/stats")
+# Polled or changed by the cluster CLI itself; counting them would make an idle instance look busy.
+MONITORING = ("/health", "/llmsim/stats", "/llmsim/config", "/llmsim/reset")
 _STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "red", "FATAL": "red", "EXITED": "red"}
 
 
@@ -40,20 +42,20 @@ class Row:
     uptime_s: float | None
     requests: int | None
     rss_bytes: int | None
+    # /llmsim/stats "active": faults as FaultPolicy.snapshot() gives them, and the latency settings.
+    faults: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    stats_error: str | None = None  # /health answered but /llmsim/stats did not (e.g. HTTP 401)
 
 
-def get_json(instance: Instance, path: str, timeout: float = TIMEOUT_S) -> Any:
+def get_json(instance: Instance, path: str, timeout: float = TIMEOUT_S, token: str | None = None) -> Any:
     """GET ``path`` as JSON; stdlib http.client, so the CLI needs no HTTP dependency and no proxy."""
-    conn = http.client.HTTPConnection(instance.host, instance.port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status}")
-        return json.loads(body)
-    finally:
-        conn.close()
+    status, data = control.request(instance, "GET", path, token=token, timeout=timeout)
+    if status != 200:
+        raise OSError(f"HTTP {status}")
+    if data is None:
+        raise ValueError(f"{path} did not answer JSON")
+    return data
 
 
 def rss_bytes(pid: int | None) -> int | None:
@@ -68,35 +70,49 @@ def rss_bytes(pid: int | None) -> int | None:
     return None
 
 
-def _row(instance: Instance, info: dict[str, Any] | None) -> Row:
+def _why(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    return str(exc) or type(exc).__name__
+
+
+_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, http.client.HTTPException)
+
+
+def _row(instance: Instance, info: dict[str, Any] | None, token: str | None = None) -> Row:
     state = info["statename"] if info else "UNKNOWN"
     pid = (info or {}).get("pid") or None
-    healthy, health_ms, error, requests = False, None, None, None
+    uptime = info["now"] - info["start"] if info and state in ("RUNNING", "STARTING") else None
+    row = Row(instance.id, instance.url, pid, state, False, None, None, uptime, None, rss_bytes(pid))
     started = time.perf_counter()
     try:
-        healthy = get_json(instance, "/health").get("status") == "healthy"
-        health_ms = round((time.perf_counter() - started) * 1000, 1)
-        counts = get_json(instance, "/llmsim/stats")
+        row.healthy = get_json(instance, "/health").get("status") == "healthy"
+        row.health_ms = round((time.perf_counter() - started) * 1000, 1)
+    except _ERRORS as exc:
+        row.health_error = _why(exc)
+        return row
+    try:
+        counts = get_json(instance, "/llmsim/stats", token=token)
         monitoring = sum(sum(counts["requests"].get(p, {}).values()) for p in MONITORING)
-        requests = counts["requests_total"] - monitoring
-    except TimeoutError:
-        error = "timeout"
-    except ConnectionRefusedError:
-        error = "refused"
-    except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
-        error = str(exc) or type(exc).__name__
-    uptime = info["now"] - info["start"] if info and state in ("RUNNING", "STARTING") else None
-    return Row(
-        instance.id, instance.url, pid, state, healthy, health_ms, error, uptime, requests, rss_bytes(pid)
-    )
+        row.requests = counts["requests_total"] - monitoring
+        active = counts.get("active") or {}  # an older instance has no "active"
+        row.faults, row.latency = active.get("faults"), active.get("latency")
+    except _ERRORS as exc:
+        row.stats_error = _why(exc)
+    return row
 
 
-def collect(cluster: Cluster, process_info: list[dict[str, Any]]) -> list[Row]:
-    """One row per instance of ``cluster``; ``process_info`` is supervisor's getAllProcessInfo()."""
+def collect(cluster: Cluster, process_info: list[dict[str, Any]], token: str | None = None) -> list[Row]:
+    """One row per instance of ``cluster``; ``process_info`` is supervisor's getAllProcessInfo().
+
+    ``token`` is the admin token for /llmsim/stats (see ``control.admin_token``).
+    """
     by_name = {info["name"]: info for info in process_info}
     instances = cluster.instances
     with ThreadPoolExecutor(max_workers=min(32, len(instances) or 1)) as pool:
-        return list(pool.map(lambda i: _row(i, by_name.get(i.id)), instances))
+        return list(pool.map(lambda i: _row(i, by_name.get(i.id), token), instances))
 
 
 def summary(rows: list[Row]) -> dict[str, int]:
@@ -132,9 +148,27 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.0f} MiB"
 
 
+def _faults_cell(r: Row) -> Text:
+    if r.stats_error:
+        why = {"HTTP 401": "needs admin token", "HTTP 403": "stats forbidden"}
+        return Text(why.get(r.stats_error, f"stats {r.stats_error}"), "red")
+    if r.faults is None:
+        return Text("-", "dim")
+    text = control.faults_from_stats(r.faults)
+    return Text(text, "bold red" if text != "-" else "")
+
+
+def _latency_cell(r: Row) -> Text:
+    if r.latency is None:
+        return Text("-", "dim")
+    text = control.latency_from_stats(r.latency)
+    return Text(text, "yellow" if text != "-" else "")
+
+
 def render(cluster: Cluster, rows: list[Row]) -> Group:
     """The status table plus a one-line summary, for a rich Console or Live."""
-    # One space between columns: the table fits 80 columns, the width of a pipe or a small terminal.
+    # One space between columns: without faults or latency the table fits 100 columns; long fault
+    # lists wrap inside their own column rather than push the table past the terminal's width.
     table = Table(
         box=box.SIMPLE_HEAD,
         padding=(0, 0),
@@ -142,9 +176,11 @@ def render(cluster: Cluster, rows: list[Row]) -> Group:
         title=f"cluster [bold]{cluster.name}[/]",
         title_justify="left",
     )
-    for column in ("ID", "URL", "PID", "state", "health", "uptime", "requests", "memory"):
+    columns = ("ID", "URL", "PID", "state", "health", "uptime", "requests", "memory", "faults", "latency")
+    for column in columns:
         right = column in ("PID", "requests", "memory")
-        table.add_column(column, justify="right" if right else "left", no_wrap=column in ("ID", "URL"))
+        wraps = column in ("faults", "latency")
+        table.add_column(column, justify="right" if right else "left", no_wrap=not wraps)
     for r in rows:
         health = (
             Text(f"ok {r.health_ms:.0f}ms", "green") if r.healthy else Text(r.health_error or "no", "red")
@@ -158,6 +194,8 @@ def render(cluster: Cluster, rows: list[Row]) -> Group:
             _duration(r.uptime_s),
             "-" if r.requests is None else f"{r.requests:,}",
             _mib(r.rss_bytes),
+            _faults_cell(r),
+            _latency_cell(r),
         )
     s = summary(rows)
     line = (

@@ -112,6 +112,8 @@ class Control:
             self.engine.configure(updated)
         except (ValueError, OSError) as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
+        if "fail_first" in patch:  # setting it, even to the same N, starts the count again
+            self.engine.faults.configure(fail_first=updated.fail_first)
         return _json(self.config())
 
     async def reset(self, request: Request) -> Response:

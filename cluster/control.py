@@ -1,0 +1,170 @@
+"""Talk to one instance's control API (/llmsim/config, /llmsim/stats) for `cluster fault|latency|status`.
+
+stdlib http.client, as in ``status``: the CLI needs no HTTP dependency and ignores proxies. Every
+failure becomes a :class:`ControlError` that names the instance in one sentence.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from typing import Any
+
+from cluster import ClusterError
+from cluster.state import Cluster, Instance
+
+TIMEOUT_S = 5.0
+TOKEN_FLAG = "--admin-token"
+TOKEN_ENV = "LLMSIM_ADMIN_TOKEN"
+DEFAULT_FAULT_TYPES = ("server_error",)  # what the server injects when failure_types is unset
+
+
+class ControlError(ClusterError):
+    """The instance could not be reached, or refused the request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def admin_token(cluster: Cluster | None) -> str | None:
+    """The token the instances were started with: ``--admin-token`` in serve_args, else the env.
+
+    Flags win over the environment in ``llmsim serve``, so they win here too.
+    """
+    args = cluster.serve_args if cluster else []
+    token: str | None = None
+    for k, arg in enumerate(args):
+        if arg == TOKEN_FLAG and k + 1 < len(args):
+            token = args[k + 1]
+        elif arg.startswith(TOKEN_FLAG + "="):
+            token = arg.split("=", 1)[1]
+    return token or os.environ.get(TOKEN_ENV) or None
+
+
+def request(
+    instance: Instance,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    timeout: float = TIMEOUT_S,
+) -> tuple[int, Any]:
+    """(status, decoded JSON body or None). Raises OSError / HTTPException on transport errors."""
+    headers = {"accept": "application/json"}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    conn = http.client.HTTPConnection(instance.host, instance.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    return response.status, data
+
+
+def _error_message(data: Any) -> str:
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"]).rstrip(".")
+    return "no error message"
+
+
+def call(instance: Instance, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    """The JSON answer of a 200, else a ControlError that says what went wrong and what to do."""
+    where = f"{instance.id} ({instance.url})"
+    try:
+        status, data = request(instance, method, path, body, token)
+    except ConnectionRefusedError:
+        raise ControlError(
+            f"{where} refuses connections; is it stopped? (`llmsim cluster start {instance.id}`)"
+        ) from None
+    except TimeoutError:
+        raise ControlError(f"{where} did not answer {method} {path} within {TIMEOUT_S:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ControlError(f"{where} could not be reached: {exc or type(exc).__name__}") from None
+    if status == 200:
+        return data
+    if status == 401:
+        hint = (
+            "the token from cluster.json or $LLMSIM_ADMIN_TOKEN was refused"
+            if token
+            else f"set ${TOKEN_ENV} to the token the cluster was started with"
+        )
+        raise ControlError(f"{where} wants an admin token for {path}: {hint}", status)
+    if status == 403:
+        raise ControlError(f"{where} refused {path}: {_error_message(data)}", status)
+    if status in (404, 405):
+        raise ControlError(f"{where} has no {method} {path} (an llmsim without the control API?)", status)
+    if status == 400:
+        raise ControlError(f"{where} rejected the change: {_error_message(data)}", status)
+    raise ControlError(f"{where} answered {method} {path} with HTTP {status}: {_error_message(data)}", status)
+
+
+def patch_config(instance: Instance, patch: dict[str, Any], token: str | None) -> dict[str, Any]:
+    """PATCH /llmsim/config; the instance's new config."""
+    return call(instance, "PATCH", "/llmsim/config", patch, token)
+
+
+# --- one-line descriptions, shared by `fault`, `latency` and the status table ---------------------
+
+
+def _pct(rate: float) -> str:
+    return f"{rate * 100:.4g}%"
+
+
+def describe_faults(rate: float, types: list[str] | None, first_left: int) -> str:
+    """``server_error 100%``, ``rate_limit,timeout 50% first 3``, ``server_error first 3`` or ``-``."""
+    if not rate and not first_left:
+        return "-"
+    parts = [",".join(types or DEFAULT_FAULT_TYPES)]
+    if rate:
+        parts.append(_pct(rate))
+    if first_left:
+        parts.append(f"first {first_left}")
+    return " ".join(parts)
+
+
+def describe_latency(profile: str | None, ttft_ms: float, itl_ms: float) -> str:
+    """``profile gpt-4o``, ``ttft 2000ms itl 20ms``, ``ttft 300ms`` or ``-``."""
+    if profile:
+        return f"profile {profile}"
+    parts = [f"{name} {value:g}ms" for name, value in (("ttft", ttft_ms), ("itl", itl_ms)) if value]
+    return " ".join(parts) or "-"
+
+
+def faults_from_config(config: dict[str, Any]) -> str:
+    types = [t.strip() for t in (config.get("failure_types") or "").split(",") if t.strip()]
+    return describe_faults(config.get("failure_rate") or 0.0, types, config.get("fail_first") or 0)
+
+
+def latency_from_config(config: dict[str, Any]) -> str:
+    return describe_latency(
+        config.get("profile"), config.get("prefill_overhead") or 0.0, config.get("itl") or 0.0
+    )
+
+
+def faults_from_stats(active: dict[str, Any]) -> str:
+    """From /llmsim/stats ``active.faults`` (FaultPolicy.snapshot)."""
+    return describe_faults(
+        active.get("failure_rate") or 0.0,
+        list(active.get("failure_types") or []),
+        active.get("fail_first_remaining") or 0,
+    )
+
+
+def latency_from_stats(active: dict[str, Any]) -> str:
+    """From /llmsim/stats ``active.latency``."""
+    return describe_latency(
+        active.get("profile"), active.get("prefill_overhead_ms") or 0.0, active.get("itl_ms") or 0.0
+    )
