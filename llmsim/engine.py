@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
 
@@ -48,9 +48,9 @@ class Turn:
     completion_tokens: int = 0
     finish_reason: str = "stop"
     fault: Fault | None = None
-    plan: Plan = field(default_factory=lambda: latency.INSTANT)
+    plan: Plan = latency.INSTANT
     queued_s: float = 0.0
-    limit: limits.LimitState = field(default_factory=lambda: limits.UNLIMITED)
+    limit: limits.LimitState = limits.UNLIMITED
     pacer: Pacer | None = None
     acquired: bool = False
 
@@ -152,10 +152,11 @@ class Engine:
                 raise
 
         scheduler = self.scheduler
-        waiting_since = time.monotonic()
-        await scheduler.acquire()  # the queue wait is part of the time to first token
+        if not scheduler.try_acquire():
+            waiting_since = time.monotonic()
+            await scheduler.acquire()  # the queue wait is part of the time to first token
+            turn.queued_s = time.monotonic() - waiting_since
         turn.acquired = True
-        turn.queued_s = time.monotonic() - waiting_since
         slowdown = 1 + self.settings.slowdown * scheduler.load
         plan = self.latency.plan(
             request.model, generation.prompt_tokens, generation.longest, turn.overrides, slowdown

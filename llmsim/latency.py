@@ -113,7 +113,7 @@ def load_profiles(path: str | Path | None) -> ProfileFile:
     return merged
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """One request's timing, in seconds."""
 

@@ -74,7 +74,7 @@ def parse_tier_limits(spec: str | None) -> dict[str, tuple[int | None, int | Non
     return tiers
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LimitState:
     """The buckets after a request; None limits are not reported."""
 

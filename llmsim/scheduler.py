@@ -2,12 +2,13 @@
 
 At most ``max_running`` sequences generate at once (vLLM's max-num-seqs); later requests wait in
 a FIFO queue of at most ``max_queue``; past that they are rejected at once, as an overloaded
-provider does.
+provider does. A finished sequence hands its slot straight to the oldest waiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from llmsim.errors import APIError
 
@@ -18,13 +19,48 @@ class Scheduler:
         self.max_queue = max_queue  # None: unlimited
         self.full_status = full_status
         self.running = 0
-        self.waiting = 0
-        self._slots = asyncio.Semaphore(max_running) if max_running else None
+        self._queue: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
 
     @property
     def load(self) -> float:
         """Running sequences as a fraction of capacity (0 when unlimited)."""
         return self.running / self.max_running if self.max_running else 0.0
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now, without waiting (the common case on an idle server)."""
+        if self.max_running and (self.running >= self.max_running or self._queue):
+            return False
+        self.running += 1
+        return True
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in the queue if all are busy; raise when the queue is full."""
+        if self.try_acquire():
+            return
+        if self.max_queue is not None and len(self._queue) >= self.max_queue:
+            raise self._full()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(turn)
+        try:
+            await turn  # release() hands its slot over: `running` already counts this request
+        except asyncio.CancelledError:
+            if turn in self._queue:
+                self._queue.remove(turn)
+            elif turn.done() and not turn.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            raise
+
+    def release(self) -> None:
+        while self._queue:
+            turn = self._queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.running -= 1
 
     def _full(self) -> APIError:
         if self.full_status == 503:
@@ -38,23 +74,3 @@ class Scheduler:
             type="requests",
             headers={"retry-after": "1"},
         )
-
-    async def acquire(self) -> None:
-        """Take a generation slot, waiting in the queue if all are busy; raise when it is full."""
-        if self._slots is not None:
-            if self._slots.locked() or self.waiting:
-                if self.max_queue is not None and self.waiting >= self.max_queue:
-                    raise self._full()
-                self.waiting += 1
-                try:
-                    await self._slots.acquire()
-                finally:
-                    self.waiting -= 1
-            else:
-                await self._slots.acquire()
-        self.running += 1
-
-    def release(self) -> None:
-        self.running -= 1
-        if self._slots is not None:
-            self._slots.release()
