@@ -22,7 +22,9 @@ from cluster.state import Cluster, Instance
 STOP_TIMEOUT_S = 30.0
 _FAILED_STATES = ("BACKOFF", "EXITED", "FATAL")
 
-console = Console()
+# Piped output (CI logs, `| less`) has no terminal width; rich would assume 80 and squeeze the
+# table's last columns to nothing.
+console = Console() if Console().is_terminal else Console(width=140)
 
 
 def _deadline_loop(timeout: float, interval: float = 0.05):

@@ -264,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
     check_distribution = args.expect is not None or not args.sticky_header
     instances = _instances(args.instances, args.run_dir)
     headers = _headers(args.header, args.api_key)
-    console = Console()
+    console = Console() if Console().is_terminal else Console(width=120)
 
     started = time.perf_counter()
     with Progress(
