@@ -220,3 +220,18 @@ def test_fixed_mode() -> None:
         reply = client.chat.completions.create(model="gpt-4", messages=HELLO)
         assert reply.choices[0].message.content == "Forty-two."
         assert reply.usage.completion_tokens == 4  # "Fort", "y", "-two", "." in cl100k_base
+
+
+def test_repeated_identical_bodies_stay_independent(server: Server) -> None:
+    """The same bytes twice share their validation, never per-request state."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "same bytes, twice"}]}
+    exact = httpx.post(
+        f"{server.url}/v1/chat/completions", json=body, headers={"x-llmsim-output-tokens": "37"}
+    )
+    plain = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert exact.json()["usage"]["completion_tokens"] == 37
+    assert plain.json()["usage"]["completion_tokens"] != 37
+    assert exact.json()["id"] != plain.json()["id"]
+    bad = {"model": "gpt-4o", "messages": [{"role": "user", "content": 5}]}
+    for _ in range(2):  # an invalid body is rejected every time it comes
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=bad).status_code == 400

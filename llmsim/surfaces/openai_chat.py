@@ -7,6 +7,8 @@ import string
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -208,7 +210,20 @@ def _prompt_message(message: Any) -> PromptMessage:
     return PromptMessage(message.role, tuple(texts), fields.get("name"), images)
 
 
+# Bodies up to this size have their validated form remembered (the last 256): a load test or a
+# gateway's retry sends the same bytes again, and validation is a pure function of the bytes, as
+# a token count is of the text. Every new body is still validated in full; errors are never cached.
+CACHED_BODY_BYTES = 8 * 1024
+
+
 def parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, GenerationRequest]:
+    if len(raw) > CACHED_BODY_BYTES:
+        return _parse(raw, models)
+    body, neutral = _parse_cached(raw, models)
+    return body, replace(neutral)  # the engine fills in per-request fields on its own copy
+
+
+def _parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, GenerationRequest]:
     try:
         body = ChatCompletionRequest.model_validate_json(raw)
     except ValidationError as exc:
@@ -244,6 +259,9 @@ def parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, Ge
             "invalid_value",
         )
     return body, neutral
+
+
+_parse_cached = lru_cache(maxsize=256)(_parse)
 
 
 def _tools(body: ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], str]:
