@@ -253,3 +253,34 @@ def test_descriptions() -> None:
     assert control.describe_latency(None, 2000, 20) == "ttft 2000ms itl 20ms"
     assert control.describe_latency(None, 0, 20) == "itl 20ms"
     assert control.describe_latency("gpt-4o", 0, 0) == "profile gpt-4o"
+
+
+def test_probe_through_nginx_blames_the_faulty_instance_only(
+    cluster3: tuple[Cli, dict[str, int]], tmp_path
+) -> None:
+    from tests.nginx import run_nginx, upstream
+
+    cli, port = cluster3
+    cli("fault", "sim-2", "--type", "server_error", "--rate", "1.0")
+    with run_nginx(tmp_path, upstream(list(port.values()))) as gateway:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmsim",
+                "probe",
+                gateway,
+                "--json",
+                "--requests",
+                "90",
+                "--run-dir",
+                str(cli.run_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    rows = {row["instance"]: row for row in json.loads(done.stdout)["instances"]}
+    assert rows["sim-2"]["errors"] == {"500": rows["sim-2"]["requests"]} and rows["sim-2"]["requests"] > 0
+    assert rows["sim-1"]["errors"] == {} and rows["sim-3"]["errors"] == {}
