@@ -306,11 +306,11 @@ def _targets(cluster: Cluster, instance_id: str) -> list[Instance]:
 def _configure(
     run_dir: Path,
     instance_id: str,
-    patches: list[dict[str, Any]],
+    patch: dict[str, Any],
     describe: Callable[[dict[str, Any]], str],
     what: str,
 ) -> int:
-    """PATCH each target with ``patches`` in turn; one line per instance changed, one per failure.
+    """PATCH each target with ``patch``; one line per instance changed, one per failure.
 
     A 400 stops at once (the same change would be refused everywhere); an instance that does not
     answer is reported and the others are still changed. Exit status 1 if anything failed.
@@ -321,8 +321,7 @@ def _configure(
     failed = 0
     for instance in targets:
         try:
-            for patch in patches:
-                config = control.patch_config(instance, patch, token)
+            config = control.patch_config(instance, patch, token)
         except control.ControlError as exc:
             print(f"llmsim cluster: {exc}", file=sys.stderr)
             failed += 1
@@ -337,11 +336,11 @@ def cmd_fault(args: argparse.Namespace, run_dir: Path) -> int:
     if args.clear:
         if args.types is not None or args.rate is not None or args.fail_first is not None:
             raise ClusterError("--clear takes no other fault flags")
-        patches = [{"failure_rate": 0.0, "fail_first": 0}]
+        patch: dict[str, Any] = {"failure_rate": 0.0, "fail_first": 0}
     else:
         if args.types is None and args.rate is None and args.fail_first is None:
             raise ClusterError("say which fault: --type TYPE [--rate R] [--fail-first N], or --clear")
-        patch: dict[str, Any] = {}
+        patch = {}
         if args.types is not None:
             patch["failure_types"] = args.types
         rate = args.rate
@@ -349,14 +348,9 @@ def cmd_fault(args: argparse.Namespace, run_dir: Path) -> int:
             rate = 1.0  # `fault sim-2 --type server_error`: every request fails
         if rate is not None:
             patch["failure_rate"] = rate
-        patches = [patch]
         if args.fail_first is not None:
-            # The instance restarts its fail-first count only when the value changes: set 0 with
-            # the rest (validated in one go), then N, so the next N requests fail every time.
-            patch["fail_first"] = 0
-            if args.fail_first:
-                patches.append({"fail_first": args.fail_first})
-    return _configure(run_dir, args.id, patches, control.faults_from_config, "faults")
+            patch["fail_first"] = args.fail_first  # the instance starts counting again on every PATCH
+    return _configure(run_dir, args.id, patch, control.faults_from_config, "faults")
 
 
 def cmd_latency(args: argparse.Namespace, run_dir: Path) -> int:
@@ -383,7 +377,7 @@ def cmd_latency(args: argparse.Namespace, run_dir: Path) -> int:
             patch["itl"] = args.itl_ms
     else:
         raise ClusterError("say which latency: --ttft-ms MS [--itl-ms MS], --profile NAME, or --clear")
-    return _configure(run_dir, args.id, [patch], control.latency_from_config, "latency")
+    return _configure(run_dir, args.id, patch, control.latency_from_config, "latency")
 
 
 def cmd_down(args: argparse.Namespace, run_dir: Path) -> int:

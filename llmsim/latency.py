@@ -124,10 +124,6 @@ class Plan:
     def instant(self) -> bool:
         return self.prefill == 0 and not any(self.itls)
 
-    @property
-    def total(self) -> float:
-        return self.prefill + sum(self.itls)
-
 
 @dataclass(slots=True)
 class Overrides:

@@ -15,7 +15,9 @@ from tests.servers import free_port, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-TEMPLATE = """
+# Everything nginx needs around an http block's contents, with every path under the test's temp
+# dir ({root}); {user} is `user root root;` when the tests run as root. `%s` is the block's body.
+WRAPPER = """
 {user}
 worker_processes 1;
 pid {root}/nginx.pid;
@@ -28,6 +30,13 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
+%s
+}}
+"""
+
+TEMPLATE = (
+    WRAPPER
+    % """
     upstream llmsim {{
 {upstream}
         keepalive 32;
@@ -42,8 +51,8 @@ http {{
             {extra}
         }}
     }}
-}}
 """
+)
 
 
 def upstream(ports: list[int], weights: dict[int, int] | None = None, policy: str = "") -> str:

@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.nginx import run_nginx
+from tests.nginx import WRAPPER, run_nginx
 from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,25 +293,6 @@ def test_healthcheck_commands_work(replicas, rendered) -> None:
 SHIPPED_UPSTREAM = "server llmsim:8000 resolve;"
 SHIPPED_LISTEN = "listen 8080;"
 
-# What the official image's /etc/nginx/nginx.conf provides around conf.d/*.conf, with every path
-# under the test's temp dir ({root}); {user} is `user root root;` when the tests run as root.
-WRAPPER = """
-{user}
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {root}/access.log;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-%s
-}}
-"""
-
 
 def gateway_config(ports: list[int]) -> str:
     """compose/nginx.conf as shipped, except where Docker's DNS would answer: the one upstream
@@ -322,7 +303,7 @@ def gateway_config(ports: list[int]) -> str:
     text = text.replace("{", "{{").replace("}", "}}")
     local = "\n    ".join(f"server 127.0.0.1:{port};" for port in ports)
     text = text.replace(SHIPPED_UPSTREAM, local).replace(SHIPPED_LISTEN, "listen 127.0.0.1:{port};")
-    return WRAPPER % text
+    return WRAPPER % text  # what the official image's nginx.conf provides around conf.d/*.conf
 
 
 def test_shipped_gateway_config_keeps_streams_unbuffered() -> None:
