@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
@@ -486,6 +487,10 @@ def main(argv: list[str]) -> int:
         print(f"llmsim cluster: {exc}", file=sys.stderr)
     except xmlrpc.client.Fault as fault:
         print(f"llmsim cluster: supervisord refused: {fault.faultString}", file=sys.stderr)
+    except BrokenPipeError:
+        # Whoever read our output stopped early (`| head`): not supervisord's fault, not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         print(f"llmsim cluster: lost contact with supervisord in {run_dir}: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
