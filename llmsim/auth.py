@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmsim.errors import APIError
+from llmsim.settings import FileError, read_file
 
 # OpenAI's own wording (401, type invalid_request_error): code null for a missing key,
 # invalid_api_key for a wrong one.
@@ -56,16 +57,18 @@ def load_keys(keys: Iterable[str] = (), file: str | Path | None = None) -> dict[
     """Keys from a list and/or a file of lines ``key [org [project [tier]]]``.
 
     ``#`` starts a comment; blank lines are skipped; a key listed twice keeps its last entry.
-    Raises ValueError for a line with more than four fields.
+    The file is read as every operator file is (regular, bounded: llmsim.settings.read_file).
+    Raises ValueError (FileError) for a line with more than four fields, naming only its number:
+    the line holds a key.
     """
     loaded = {key: KeyInfo(key) for key in (k.strip() for k in keys) if key}
     if file:
-        for number, line in enumerate(Path(file).read_text().splitlines(), 1):
+        for number, line in enumerate(read_file(file, "API keys file").splitlines(), 1):
             fields = line.split("#", 1)[0].split()
             if not fields:
                 continue
             if len(fields) > 4:
-                raise ValueError(
+                raise FileError(
                     f"{file}:{number}: expected 'key [org [project [tier]]]', got {len(fields)} fields"
                 )
             loaded[fields[0]] = KeyInfo(*fields)

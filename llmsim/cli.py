@@ -83,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
                 os.environ[f"LLMSIM_{name.upper()}"] = value if isinstance(value, str) else str(value)
         uvicorn.run("llmsim.app:create_app", factory=True, reload=True, **common)
     else:
+        from llmsim import server
         from llmsim.app import create_app
 
         try:
@@ -90,7 +91,12 @@ def _serve(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:  # a bad profile file or name: one sentence, no traceback
             print(f"llmsim: {exc}", file=sys.stderr)
             return 2
-        uvicorn.run(app, **common)
+        server.run(
+            app,
+            read_timeout=settings.read_timeout,
+            shutdown_timeout=settings.shutdown_timeout,
+            **common,
+        )
     return 0
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from llmsim import schema_values
-from llmsim.errors import APIError
-from llmsim.generation import Choice, GenerationRequest, ToolCall
-from llmsim.latency import Dist
+from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema
+from llmsim.generation import DEFAULT_MAX_TOKENS, Choice, GenerationRequest, ToolCall
+from llmsim.latency import MAX_OUTPUT_TOKENS, Dist
 from llmsim.script import Answer, Script
 from llmsim.settings import ResponseMode, Settings
 from llmsim.tokens import Tokenizer
@@ -25,8 +25,13 @@ _LOREM = (
 ).split()
 
 
-def echo(last_user_text: str) -> str:
-    return f'You said: "{last_user_text}"'
+# An echo of at most N tokens quotes at most this many characters a token of the message: more
+# than any token is long, so the cut never shows in the answer, and no more is tokenized.
+ECHO_CHARS_PER_TOKEN = 64
+
+
+def echo(last_user_text: str, tokens: int = MAX_OUTPUT_TOKENS) -> str:
+    return f'You said: "{last_user_text[: (tokens + 1) * ECHO_CHARS_PER_TOKEN]}"'
 
 
 def lorem(
@@ -66,6 +71,7 @@ def pieces_for(
     seed: int | None,
     index: int,
     exact: int | None = None,
+    most: int = DEFAULT_MAX_TOKENS,
 ) -> list[str]:
     """The answer as token pieces (one a stream chunk); ``exact`` forces the token count, padding
     with filler or cutting, for tests that need a known length."""
@@ -73,7 +79,7 @@ def pieces_for(
     if mode is ResponseMode.lorem:
         length = exact or output_length(settings, seed, index)
         return lorem(tokenizer, length, seed, last_user_text, index)
-    text = settings.fixed_text if mode is ResponseMode.fixed else echo(last_user_text)
+    text = settings.fixed_text if mode is ResponseMode.fixed else echo(last_user_text, exact or most)
     pieces = tokenizer.pieces(text)
     if exact is None or len(pieces) == exact:
         return pieces
@@ -111,8 +117,13 @@ class Content:
             return Choice(index, [], "tool_calls", calls)
         if request.json_schema is not None or request.json_object:
             schema = request.json_schema if request.json_schema is not None else _ANY_OBJECT
-            return Choice(index, tokenizer.pieces(_json(schema_values.generate(schema, rng))), "stop")
-        pieces = pieces_for(self.settings, tokenizer, last_user, seed, index, request.output_tokens)
+            try:
+                value = schema_values.generate(schema, rng, _budget(request.n))
+            except schema_values.SchemaError as exc:  # the generation budget: the request's fault
+                raise invalid_response_schema("", exc) from None
+            return Choice(index, tokenizer.pieces(_json(value)), "stop")
+        most = request.max_tokens or DEFAULT_MAX_TOKENS
+        pieces = pieces_for(self.settings, tokenizer, last_user, seed, index, request.output_tokens, most)
         return Choice(index, pieces, "stop")
 
     def _tool_calls(self, request: GenerationRequest, tokenizer: Tokenizer, rng: Any) -> list[ToolCall]:
@@ -127,14 +138,16 @@ class Content:
             chosen = rng.sample(list(request.tools), count)
         else:
             return []
-        return [
-            ToolCall(
-                _call_id(rng),
-                tool.name,
-                tokenizer.pieces(_json(schema_values.generate(tool.parameters or _ANY_OBJECT, rng))),
-            )
-            for tool in chosen
-        ]
+        budget = _budget(request.n * len(chosen))
+        calls: list[ToolCall] = []
+        for tool in chosen:
+            try:
+                arguments = schema_values.generate(tool.parameters or _ANY_OBJECT, rng, budget)
+            except schema_values.SchemaError as exc:
+                i = next(i for i, t in enumerate(request.tools) if t is tool)
+                raise invalid_function_schema(tool.name, i, exc) from None
+            calls.append(ToolCall(_call_id(rng), tool.name, tokenizer.pieces(_json(arguments))))
+        return calls
 
     def _scripted(self, answer: Answer, tokenizer: Tokenizer, index: int, rng: Any) -> Choice:
         if answer.error is not None:
@@ -147,6 +160,15 @@ class Content:
             ]
             return Choice(index, [], "tool_calls", calls)
         return Choice(index, tokenizer.pieces(answer.text or ""), "stop")
+
+
+# Each generated value gets its share of the request's budget, but never less than this: n=128
+# choices of an ordinary schema must still work (the request runs in a worker thread).
+MIN_VALUE_BUDGET = 5_000
+
+
+def _budget(values: int) -> int:
+    return max(MIN_VALUE_BUDGET, schema_values.GENERATION_BUDGET // max(1, values))
 
 
 _ANY_OBJECT: dict[str, Any] = {

@@ -1,58 +1,86 @@
 """Runtime control of one instance: /llmsim/config, /llmsim/reset, /llmsim/stats, /metrics.
 
-The control paths take ``Authorization: Bearer <--admin-token>``; without a configured token
-they answer only to loopback clients, so an instance on 0.0.0.0 cannot be reconfigured from
-the network by accident. Changes apply to new requests at once.
+Who may call: ``Authorization: Bearer <admin token>`` when one is configured (``--admin-token``,
+``$LLMSIM_ADMIN_TOKEN`` or ``--admin-token-file``); without one, loopback clients only, so an
+instance on 0.0.0.0 cannot be reconfigured from the network by accident. ``--control-access
+token`` always asks for the token (a proxy on the same host looks like loopback), ``off`` closes
+the control paths.
+
+What a PATCH may do: change the settings marked ``runtime`` in llmsim.settings, for new requests
+at once, all or nothing (a rejected PATCH changes nothing). It never makes the server read a file
+the client names: files are the operator's, named at startup. A file setting may only be PATCHed
+with its current value, which reloads that file; content comes inline instead (``script_rules``,
+``api_keys``, ``profile`` by name among the loaded profiles). No answer quotes a file or a secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from llmsim.engine import Engine
 from llmsim.errors import APIError
-from llmsim.settings import Settings
+from llmsim.settings import (
+    FILE_SETTINGS,
+    RELOADABLE_SETTINGS,
+    RUNTIME_SETTINGS,
+    SECRET_SETTINGS,
+    ControlAccess,
+    FileError,
+    Settings,
+    read_file,
+)
 from llmsim.stats import Stats
 
-# Fixed for the life of the process: they shape the socket, the identity or the accounting.
-FIXED = frozenset(
-    {
-        "host",
-        "port",
-        "reload",
-        "instance_id",
-        "hostname",
-        "models",
-        "max_concurrency",
-        "max_body_bytes",
-        "access_log",
-        "log_level",
-        "log_format",
-        "admin_token",
-    }
-)
-SECRET = frozenset({"admin_token", "api_keys"})
+# What a client can do instead of naming a file.
+_INSTEAD = {
+    "script": "send rules inline in 'script_rules'",
+    "profiles": "pick a loaded profile by name in 'profile'",
+    "api_keys_file": "send keys inline in 'api_keys'",
+}
 
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status, media_type="application/json")
 
 
+def read_admin_token(path: str) -> str:
+    """The token in ``--admin-token-file``: one line, surrounding whitespace ignored."""
+    token = read_file(path, "admin token file", limit=4096).strip()
+    if not token or "\n" in token:
+        raise FileError(f"{path}: the admin token file must hold the token on one line")
+    return token
+
+
 class Control:
     def __init__(self, engine: Engine, stats: Stats, admin_token: str | None) -> None:
         self.engine = engine
         self.stats = stats
-        self.token = admin_token.encode() if admin_token else None
+        settings = engine.settings
+        self.access = settings.control_access
+        if admin_token is None and settings.admin_token_file:
+            admin_token = read_admin_token(settings.admin_token_file)
+        # Compared as bytes: the token's UTF-8 against the header's raw bytes.
+        self.token = admin_token.encode("utf-8", "surrogateescape") if admin_token else None
+        self._patching = asyncio.Lock()  # one PATCH at a time: each builds on what the last left
 
     def _guard(self, request: Request) -> None:
-        if self.token is None:
+        if self.access is ControlAccess.off:
+            raise APIError(
+                403,
+                "The llmsim control API is turned off on this instance (--control-access off).",
+                code="forbidden",
+                type="permission_error",
+            )
+        if self.token is None:  # --control-access token cannot start without one
             host = request.client.host if request.client else ""
             try:
                 loopback = ipaddress.ip_address(host).is_loopback
@@ -66,9 +94,10 @@ class Control:
                     type="permission_error",
                 )
             return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token):
+        # The raw header bytes: Starlette's str headers are latin-1, which would garble a UTF-8 token.
+        given = next((v for k, v in request.scope["headers"] if k == b"authorization"), b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.token):
             raise APIError(
                 401,
                 "A valid admin token is required (Authorization: Bearer <admin token>).",
@@ -77,14 +106,40 @@ class Control:
 
     def config(self) -> dict[str, Any]:
         data = self.engine.settings.model_dump(mode="json")
-        for name in SECRET:
+        for name in SECRET_SETTINGS:
             if data.get(name):
                 data[name] = "***"
+        if self.token is not None:  # also when it came from --admin-token-file
+            data["admin_token"] = "***"
         return data
 
     async def get_config(self, request: Request) -> Response:
         self._guard(request)
         return _json(self.config())
+
+    def _check(self, patch: dict[str, Any], current: Settings) -> frozenset[str]:
+        """Refuse what may not change at runtime; the file settings to reload."""
+        reload = set()
+        for name, value in patch.items():
+            if name in FILE_SETTINGS:
+                reloadable = name in RELOADABLE_SETTINGS
+                if reloadable and value == getattr(current, name):
+                    if value is not None:
+                        reload.add(name)
+                    continue
+                instead = f", or {_INSTEAD[name]}" if name in _INSTEAD else ""
+                again = " PATCH it with its current value to reload that file" if reloadable else ""
+                raise APIError(
+                    400,
+                    f"'{name}' names a file, and only the operator chooses files, at startup.{again}{instead}.",
+                    name,
+                    "invalid_value",
+                )
+            if name not in Settings.model_fields:
+                raise APIError(400, f"Unknown setting '{name}'.", name, "unknown_parameter")
+            if name not in RUNTIME_SETTINGS:
+                raise APIError(400, f"'{name}' cannot be changed at runtime.", name, "invalid_value")
+        return frozenset(reload)
 
     async def patch_config(self, request: Request) -> Response:
         self._guard(request)
@@ -94,26 +149,31 @@ class Control:
             raise APIError(400, "The body must be a JSON object of settings to change.") from None
         if not isinstance(patch, dict):
             raise APIError(400, "The body must be a JSON object of settings to change.", code="invalid_type")
-        for name in patch:
-            if name not in Settings.model_fields:
-                raise APIError(400, f"Unknown setting '{name}'.", name, "unknown_parameter")
-            if name in FIXED:
-                raise APIError(400, f"'{name}' cannot be changed at runtime.", name, "invalid_value")
-        current = self.engine.settings.model_dump()
-        try:
-            updated = Settings.model_validate({**current, **patch})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            raise APIError(
-                400, f"Invalid value for '{param}': {first['msg']}.", param, "invalid_value"
-            ) from None
-        try:
-            self.engine.configure(updated)
-        except (ValueError, OSError) as exc:
-            raise APIError(400, str(exc), code="invalid_value") from None
-        if "fail_first" in patch:  # setting it, even to the same N, starts the count again
-            self.engine.faults.configure(fail_first=updated.fail_first)
+        async with self._patching:
+            current = self.engine.settings
+            reload = self._check(patch, current)
+            try:
+                updated = Settings.model_validate({**current.model_dump(), **patch})
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                param = ".".join(str(p) for p in first["loc"]) or None
+                problem = first["msg"].removeprefix("Value error, ")
+                message = (
+                    f"Invalid value for '{param}': {problem}." if param else f"Invalid settings: {problem}."
+                )
+                raise APIError(400, message, param, "invalid_value") from None
+            try:
+                if reload:  # reading and parsing a file (up to 1 MiB) must not stall the event loop
+                    swap = await run_in_threadpool(self.engine.configure, updated, reload, commit=False)
+                else:
+                    swap = self.engine.configure(updated, commit=False)
+            except ValidationError:  # not expected (Settings checked the values); never echo its input
+                raise APIError(400, "The settings could not be applied.", code="invalid_value") from None
+            except ValueError as exc:  # FileError and co: they name a file and a position, no content
+                raise APIError(400, str(exc), code="invalid_value") from None
+            swap()  # everything was built: the change is all or nothing
+            if "fail_first" in patch:  # setting it, even to the same N, starts the count again
+                self.engine.faults.configure(fail_first=updated.fail_first)
         return _json(self.config())
 
     async def reset(self, request: Request) -> Response:

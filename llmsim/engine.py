@@ -10,8 +10,10 @@ for the accounting (stats, metrics, access log).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
@@ -26,6 +28,7 @@ from llmsim.faults import MALFORMED_EVENT, Fault, FaultPolicy, FaultType
 from llmsim.generation import Generation, GenerationRequest, generate
 from llmsim.latency import Overrides, Pacer, Plan, overrides_from
 from llmsim.metrics import Metrics
+from llmsim.presence import ClientGone, Presence
 from llmsim.scheduler import Scheduler
 from llmsim.script import Script
 from llmsim.settings import Settings
@@ -53,6 +56,7 @@ class Turn:
     limit: limits.LimitState = limits.UNLIMITED
     pacer: Pacer | None = None
     acquired: bool = False
+    presence: Presence | None = None
 
 
 class Engine:
@@ -72,34 +76,76 @@ class Engine:
             hang=settings.timeout_hang,
             slow_factor=settings.slow_factor,
         )
+        # The operator's files as last loaded: a PATCH rereads them only when asked to (configure).
+        self._profiles: latency.ProfileFile
+        self._file_keys: dict[str, KeyInfo]
+        self._script_file: Script | None
         self.configure(settings)
 
-    def configure(self, settings: Settings) -> None:
-        """Apply settings; at runtime (PATCH /llmsim/config) they take effect for new requests."""
-        previous = getattr(self, "settings", None)
-        self.settings = settings
-        self.models = frozenset(settings.models)
-        self.latency = latency.from_settings(settings)
-        self.content = Content(settings, Script(settings.script) if settings.script else None)
-        self.faults.after, self.faults.hang = settings.fault_after, settings.timeout_hang
-        self.faults.slow_factor = settings.slow_factor
-        self.faults.configure(
-            rate=settings.failure_rate,
-            types=[t.strip() for t in (settings.failure_types or "").split(",") if t.strip()],
-            # Restart the fail-first count only when it is (re)set, not on every other change.
-            fail_first=settings.fail_first
-            if previous is None or previous.fail_first != settings.fail_first
-            else None,
+    def configure(
+        self, settings: Settings, reload: frozenset[str] = frozenset(), *, commit: bool = True
+    ) -> Callable[[], None]:
+        """Apply settings; at runtime (PATCH /llmsim/config) they take effect for new requests.
+
+        All or nothing: every new piece (files, latency model, content, auth, limits, fault
+        values) is built first, and swapped in only when all were built, so a rejected PATCH
+        leaves the engine as it was. Operator files are read at start, then only when named in
+        ``reload`` (``script``, ``profiles``, ``api_keys_file``). ``commit=False`` returns the swap
+        instead of running it: the control API builds in a worker thread, swaps on the event loop.
+        """
+        previous: Settings | None = getattr(self, "settings", None)
+
+        def changed(*names: str) -> bool:
+            return previous is None or any(getattr(previous, n) != getattr(settings, n) for n in names)
+
+        fresh = previous is None
+        profiles = (
+            latency.load_profiles(settings.profiles) if fresh or "profiles" in reload else self._profiles
         )
+        file_keys = (
+            load_keys((), settings.api_keys_file) if fresh or "api_keys_file" in reload else self._file_keys
+        )
+        if fresh or "script" in reload:
+            script_file = Script(settings.script) if settings.script else None
+        else:
+            script_file = self._script_file
+        # Inline rules win over the file; the file stays loaded for when they are removed.
+        script = Script.inline(settings.script_rules) if settings.script_rules is not None else script_file
+        latency_model = latency.from_settings(settings, profiles)
+        content = Content(settings, script)
+        names = [t.strip() for t in (settings.failure_types or "").split(",") if t.strip()]
+        fault_types = tuple(FaultType(name) for name in names)  # checked by Settings; raises before the swap
         keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
-        self.auth = Authenticator(load_keys(keys, settings.api_keys_file))
-        limit_fields = ("rpm", "tpm", "tier_limits")
-        if previous is None or any(getattr(previous, f) != getattr(settings, f) for f in limit_fields):
-            self.limits = limits.RateLimits(
-                settings.rpm, settings.tpm, limits.parse_tier_limits(settings.tier_limits)
+        auth = Authenticator({**load_keys(keys), **file_keys})  # the file's entry wins, as before
+        rate_limits = (
+            limits.RateLimits(settings.rpm, settings.tpm, limits.parse_tier_limits(settings.tier_limits))
+            if changed("rpm", "tpm", "tier_limits")
+            else self.limits  # keep the buckets (and what clients have spent) across other changes
+        )
+        # Restart the fail-first count only when it is (re)set, not on every other change.
+        fail_first = settings.fail_first if changed("fail_first") else None
+        reseed = not fresh and changed("fault_seed")
+
+        def swap() -> None:  # plain assignments and validated values: cannot fail halfway
+            self.settings = settings
+            self.models = frozenset(settings.models)
+            self._profiles, self._file_keys, self._script_file = profiles, file_keys, script_file
+            self.latency, self.content, self.auth, self.limits = latency_model, content, auth, rate_limits
+            faults = self.faults
+            faults.after, faults.hang, faults.slow_factor = (
+                settings.fault_after,
+                settings.timeout_hang,
+                settings.slow_factor,
             )
-        self.scheduler.max_queue = settings.max_queue
-        self.scheduler.full_status = settings.queue_full_status
+            if reseed:
+                faults.rng.seed(settings.fault_seed)
+            faults.configure(rate=settings.failure_rate, types=fault_types, fail_first=fail_first)
+            self.scheduler.max_queue = settings.max_queue
+            self.scheduler.full_status = settings.queue_full_status
+
+        if commit:
+            swap()
+        return swap
 
     # --- stages --------------------------------------------------------------------------------
 
@@ -123,7 +169,11 @@ class Engine:
         if self.content.script is not None:
             request.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         turn.model = request.model
-        generation = generate(request, self.content)
+        presence = turn.presence = Presence(receive)
+        if _heavy(request):
+            generation = await presence.wait(_in_thread(generate, request, self.content))
+        else:
+            generation = generate(request, self.content)
         turn.prompt_tokens = generation.prompt_tokens
         turn.completion_tokens = generation.completion_tokens
         turn.finish_reason = generation.choices[0].finish_reason
@@ -154,7 +204,12 @@ class Engine:
         scheduler = self.scheduler
         if not scheduler.try_acquire():
             waiting_since = time.monotonic()
-            await scheduler.acquire()  # the queue wait is part of the time to first token
+            slot = scheduler.enqueue()
+            try:
+                await presence.wait(slot)  # the queue wait is part of the time to first token
+            except BaseException:
+                scheduler.abandon(slot)
+                raise
             turn.queued_s = time.monotonic() - waiting_since
         turn.acquired = True
         slowdown = 1 + self.settings.slowdown * scheduler.load
@@ -169,32 +224,26 @@ class Engine:
         if not plan.instant:
             # The clock starts at arrival, not after parsing: under a burst, the work of the
             # requests ahead is time this one spent "prefilling", as on a real server.
-            turn.pacer = Pacer(plan, receive, turn.arrived + turn.queued_s)
+            turn.pacer = Pacer(plan, presence, turn.arrived + turn.queued_s)
         if fault is not None and fault.type is FaultType.timeout:
-            await self._hang(receive, fault.hang or self.faults.hang)
+            # Accept, then say nothing until the client gives up or the hang time passes.
+            await presence.sleep(fault.hang if fault.hang is not None else self.faults.hang)
+            raise APIError(504, "Request timed out.", code="timeout", type="server_error")
         return generation
-
-    async def _hang(self, receive: Receive, seconds: float) -> None:
-        """Accept, then say nothing until the client gives up or the hang time passes."""
-        try:
-            await asyncio.wait_for(receive(), timeout=seconds)
-        except asyncio.TimeoutError:
-            raise APIError(504, "Request timed out.", code="timeout", type="server_error") from None
-        raise _ClientGone
 
     def end(self, turn: Turn) -> None:
         if turn.acquired:
             self.scheduler.release()
             turn.acquired = False
-        if turn.pacer is not None:
-            turn.pacer.close()
+        if turn.presence is not None:
+            turn.presence.close()
 
     # --- sending -------------------------------------------------------------------------------
 
     async def respond(self, turn: Turn, send: Send, payload: bytes, content_type: bytes) -> None:
         """A whole body, after the whole simulated generation."""
-        if turn.pacer is not None and not await turn.pacer.until(len(turn.pacer.deadlines) - 1):
-            raise _ClientGone
+        if turn.pacer is not None:
+            await turn.pacer.until(len(turn.pacer.deadlines) - 1)
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))]
         if turn.limit is not limits.UNLIMITED:
             headers += turn.limit.headers()
@@ -217,8 +266,12 @@ class Engine:
         # Events of one generation step (the role and first token, the last token and the
         # finish) leave in one write.
         for position, step in groupby(events, key=itemgetter(0)):
-            if pacer is not None and not await pacer.until(position):
-                raise _ClientGone  # stop generating, free the slot
+            if pacer is not None:
+                try:
+                    await pacer.until(position)
+                except ClientGone:  # stop generating, free the slot; count what was sent
+                    turn.completion_tokens = min(turn.completion_tokens, position)
+                    raise
             if fault is not None and sent >= strike:
                 if fault.type is FaultType.disconnect:
                     raise _Disconnect
@@ -237,15 +290,54 @@ class Engine:
         self.metrics.inter_token(model, plan.itls)
 
 
-class _ClientGone(Exception):
-    """The client disconnected; nothing more to send."""
-
-
 class _Disconnect(Exception):
     """A disconnect fault: drop the connection mid-stream."""
 
 
-ENDED_EARLY = (_ClientGone, _Disconnect)
+ENDED_EARLY = (ClientGone, _Disconnect)
+
+# Prompts past this many characters (or outputs past this many tokens) are tokenized in a worker
+# thread: tiktoken releases the GIL, so the event loop keeps answering while it counts.
+HEAVY_CHARS = 64 * 1024
+HEAVY_TOKENS = 4096
+_WORKERS = threading.BoundedSemaphore(2)  # heavy requests tokenized at once; others wait their turn
+
+
+def _heavy(request: GenerationRequest) -> bool:
+    if (
+        request.tools
+        or request.json_schema is not None
+        or request.n * (request.output_tokens or 0) > HEAVY_TOKENS
+    ):
+        return True
+    size = 0
+    for message in request.messages:
+        for text in message.texts:
+            size += len(text)
+    return size > HEAVY_CHARS
+
+
+def _in_thread(function, *args) -> asyncio.Future:  # type: ignore[no-untyped-def, type-arg]
+    """Run ``function`` in a daemon thread (it cannot hold up a shutdown); the future resolves in
+    the loop. A client that leaves abandons the result; the thread finishes its bounded work."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome: object, failed: bool) -> None:
+        if not future.done():
+            future.set_exception(outcome) if failed else future.set_result(outcome)  # type: ignore[arg-type]
+
+    def work() -> None:
+        with _WORKERS:
+            try:
+                outcome, failed = function(*args), False
+            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting request
+                outcome, failed = exc, True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+            loop.call_soon_threadsafe(settle, outcome, failed)
+
+    threading.Thread(target=work, name="llmsim-tokenize", daemon=True).start()
+    return future
 
 
 def _client(scope: Scope) -> str:

@@ -44,6 +44,12 @@ class APIError(Exception):
         return orjson.dumps({"error": error})
 
 
+def shorten(value: object, limit: int = 256) -> str:
+    """A client's value as quoted in an error: never the whole of a megabyte string."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def invalid_json() -> APIError:
     return APIError(
         400,
@@ -56,7 +62,7 @@ def invalid_json() -> APIError:
 def model_not_found(model: str) -> APIError:
     return APIError(
         404,
-        f"The model `{model}` does not exist or you do not have access to it.",
+        f"The model `{shorten(model)}` does not exist or you do not have access to it.",
         code="model_not_found",
     )
 
@@ -66,4 +72,22 @@ def body_too_large(limit: int) -> APIError:
         413,
         f"Request body too large: the limit is {limit} bytes.",
         code="request_too_large",
+    )
+
+
+def invalid_function_schema(name: str, index: int, detail: object) -> APIError:
+    """A tool's ``parameters`` schema that llmsim refuses (malformed, or past a bound)."""
+    return APIError(
+        400,
+        f"Invalid schema for function '{shorten(name, 64)}': {detail}",
+        f"tools[{index}].function.parameters",
+        "invalid_function_parameters",
+    )
+
+
+def invalid_response_schema(name: str, detail: object) -> APIError:
+    """A ``response_format`` JSON schema that llmsim refuses."""
+    named = f" '{shorten(name, 64)}'" if name else ""
+    return APIError(
+        400, f"Invalid schema for response_format{named}: {detail}", "response_format", "invalid_value"
     )

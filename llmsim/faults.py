@@ -77,6 +77,8 @@ _PARAMS: dict[FaultType, frozenset[str]] = {
     FaultType.slow: frozenset({"factor"}),
 }
 _VALID = ", ".join(t.value for t in FaultType)
+# The largest hang (an hour) and slow factor a header may ask for; NaN fails every bound.
+_LARGEST = {"hang": 3600.0, "factor": 1000.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ def parse_header(
     try:
         kind = FaultType(name.lower())
     except ValueError:
-        raise _bad(f"unknown fault type {name!r}; valid types: {_VALID}.") from None
+        raise _bad(f"unknown fault type {name[:40]!r}; valid types: {_VALID}.") from None
     fields: dict[str, Any] = {}
     for param in params:
         if not param:
@@ -124,15 +126,17 @@ def parse_header(
         key = key.lower()
         if not sep or key not in _PARAMS[kind]:
             allowed = ", ".join(sorted(_PARAMS[kind])) or "none"
-            raise _bad(f"{kind.value} does not take {param!r} (parameters: {allowed}).")
+            raise _bad(f"{kind.value} does not take {param[:40]!r} (parameters: {allowed}).")
         try:
             number = float(raw) if key in ("hang", "factor") else int(raw)
         except ValueError:
-            raise _bad(f"{key} must be a number, got {raw!r}.") from None
+            raise _bad(f"{key} must be a number, got {raw[:40]!r}.") from None
         if key == "status" and not 400 <= number <= 599:
-            raise _bad(f"status must be between 400 and 599, got {raw}.")
-        if number < 0 or (key == "factor" and number == 0):
-            raise _bad(f"{key} must be positive, got {raw}.")
+            raise _bad(f"status must be between 400 and 599, got {raw[:40]}.")
+        largest = _LARGEST.get(key)
+        if not 0 <= number <= (largest or number) or (key == "factor" and number == 0):
+            most = f" and at most {largest:g}" if largest else ""
+            raise _bad(f"{key} must be positive{most}, got {raw[:40]!r}.")
         fields[key] = number
     return _with_defaults(Fault(kind, **fields), after, hang, factor)
 
@@ -174,9 +178,7 @@ class FaultPolicy:
         self.organization = organization
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
-        self._parse = functools.lru_cache(maxsize=128)(
-            functools.partial(parse_header, after=after, hang=hang, factor=slow_factor)
-        )
+        self._parse = functools.lru_cache(maxsize=128)(parse_header)  # keyed by the defaults too
         self.rate = 0.0
         self.types: tuple[FaultType, ...] = DEFAULT_TYPES
         self._faults: tuple[Fault, ...] = ()
@@ -226,7 +228,7 @@ class FaultPolicy:
         Raises APIError 400 on a malformed header. A header request does not use up fail-first.
         """
         if header_value:
-            fault = self._parse(header_value)
+            fault = self._parse(header_value, after=self.after, hang=self.hang, factor=self.slow_factor)
         elif self._first_left:
             self._first_left -= 1
             fault = self._choose()

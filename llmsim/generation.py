@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from llmsim.content import Content
 
 
+# Without max_tokens an answer ends here ("length"), as gpt-4o's do at its output limit.
+DEFAULT_MAX_TOKENS = 16_384
+
+
 @dataclass(slots=True)
 class PromptMessage:
     role: str
@@ -118,8 +122,8 @@ def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice
         cuts = [i for i in (text.find(s) for s in request.stop) if i >= 0]
         if cuts:
             pieces = tokenizer.pieces(text[: min(cuts)])
-    budget = request.max_tokens
-    if budget is None or len(pieces) + sum(len(c.pieces) for c in choice.tool_calls) <= budget:
+    budget = limit = request.max_tokens or request.output_tokens or DEFAULT_MAX_TOKENS
+    if len(pieces) + sum(len(c.pieces) for c in choice.tool_calls) <= budget:
         return (
             choice
             if pieces is choice.pieces
@@ -132,7 +136,7 @@ def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice
             break
         calls.append(ToolCall(call.id, call.name, call.pieces[:budget]))
         budget -= len(call.pieces)
-    return Choice(choice.index, pieces[: request.max_tokens], "length", calls)
+    return Choice(choice.index, pieces[:limit], "length", calls)
 
 
 def generate(request: GenerationRequest, content: Content) -> Generation:

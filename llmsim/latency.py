@@ -12,27 +12,20 @@ streams do not make the simulated clock drift.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import Receive
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmsim.errors import APIError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pydantic-settings[toml] installs tomli there
-    import tomli as tomllib
+from llmsim.presence import Presence
 
 if TYPE_CHECKING:
     from llmsim.settings import Settings
@@ -96,20 +89,36 @@ class ProfileFile(BaseModel):
 
 
 def load_profiles(path: str | Path | None) -> ProfileFile:
-    """The shipped profiles, plus (overriding by name) those of ``path``."""
+    """The shipped profiles, plus (overriding by name) those of ``path``.
+
+    ``path`` is read as every operator file is (a regular file, bounded); its errors name the file
+    and a position, never its text, since a typo can point --profiles at any file.
+    """
+    from llmsim.settings import FileError, describe_invalid, parse_toml, parse_yaml, read_file, schema_names
+
     shipped = resources.files("llmsim").joinpath("profiles.yaml").read_text()
     merged = ProfileFile.model_validate(yaml.safe_load(shipped))
-    if path:
-        path = Path(path)
-        text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    if not path:
+        return merged
+    text = read_file(path, "profiles file")
+    data = parse_toml(text, path) if Path(path).suffix == ".toml" else parse_yaml(text, path)
+    try:
         extra = ProfileFile.model_validate(data or {})
-        merged = ProfileFile(
-            profiles={**merged.profiles, **extra.profiles}, models={**merged.models, **extra.models}
-        )
-    for model, name in merged.models.items():
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "model_type" and not first["loc"]:
+            raise FileError(
+                f"{path}: the profiles file should be a mapping with `profiles` and `models`"
+            ) from None
+        raise FileError(
+            f"{path}: {describe_invalid(exc, data, schema_names(ProfileFile, Profile))}"
+        ) from None
+    merged = ProfileFile(
+        profiles={**merged.profiles, **extra.profiles}, models={**merged.models, **extra.models}
+    )
+    for position, name in enumerate(extra.models.values(), 1):
         if name not in merged.profiles:
-            raise ValueError(f"model {model!r} refers to unknown profile {name!r}")
+            raise FileError(f"{path}: models[key {position}] names a profile that is not defined")
     return merged
 
 
@@ -134,10 +143,13 @@ class Overrides:
     output_tokens: int | None = None
 
 
+# header -> (field, type, the largest value accepted): an hour to the first token, a minute a
+# token, and no more tokens than a model's largest output.
+MAX_OUTPUT_TOKENS = 65_536
 _OVERRIDES = {
-    b"x-llmsim-ttft-ms": ("ttft_ms", float),
-    b"x-llmsim-itl-ms": ("itl_ms", float),
-    b"x-llmsim-output-tokens": ("output_tokens", int),
+    b"x-llmsim-ttft-ms": ("ttft_ms", float, 3_600_000),
+    b"x-llmsim-itl-ms": ("itl_ms", float, 60_000),
+    b"x-llmsim-output-tokens": ("output_tokens", int, MAX_OUTPUT_TOKENS),
 }
 
 
@@ -151,16 +163,17 @@ def overrides_from(headers: list[tuple[bytes, bytes]]) -> Overrides:
         if name.startswith(b"x-llmsim-") and name in _OVERRIDES:
             if overrides is NO_OVERRIDES:
                 overrides = Overrides()
-            field_name, kind = _OVERRIDES[name]
+            field_name, kind, largest = _OVERRIDES[name]
             try:
                 number = kind(value.decode("latin-1"))
             except ValueError:
                 number = -1
-            if number < 0 or (kind is int and number < 1) or not math.isfinite(number):
+            if not (0 <= number <= largest) or (kind is int and number < 1):  # NaN fails too
                 header = name.decode()
                 raise APIError(
                     400,
-                    f"Invalid header {header}: expected a positive number, got {value.decode('latin-1')!r}.",
+                    f"Invalid header {header}: expected a number from {int(kind is int)} to {largest}, "
+                    f"got {value.decode('latin-1')[:40]!r}.",
                     header,
                     "invalid_value",
                 )
@@ -199,41 +212,34 @@ class LatencyModel:
 
 
 class Pacer:
-    """Waits until each token's absolute deadline; notices a client that went away."""
+    """Waits until each token's absolute deadline; a client that leaves ends the wait at once."""
 
-    def __init__(self, plan: Plan, receive: Receive, start: float) -> None:
+    def __init__(self, plan: Plan, presence: Presence, start: float) -> None:
         self.start = start  # time.monotonic() when the request's clock started
         self.deadlines = [plan.prefill]
         for gap in plan.itls:
             self.deadlines.append(self.deadlines[-1] + gap)
-        self.receive = receive
-        self._disconnect: asyncio.Future[Any] | None = None
+        self.presence = presence
 
-    async def until(self, position: int) -> bool:
-        """Wait for token ``position``'s deadline; False once the client has disconnected.
-
-        A plain sleep per token (the cheapest timer asyncio has) with a disconnect listener on
-        the side: a client that went away is noticed at the next token.
-        """
+    async def until(self, position: int) -> None:
+        """Wait for token ``position``'s deadline; raises ClientGone if the client leaves."""
         deadline = self.deadlines[min(position, len(self.deadlines) - 1)]
         delay = self.start + deadline - time.monotonic()
         if delay > 0:
-            if self._disconnect is None:
-                # After the body is read, receive() returns only when the client disconnects.
-                self._disconnect = asyncio.ensure_future(self.receive())
-            await asyncio.sleep(delay)
-        return self._disconnect is None or not self._disconnect.done()
-
-    def close(self) -> None:
-        if self._disconnect is not None and not self._disconnect.done():
-            self._disconnect.cancel()
+            await self.presence.sleep(delay)
 
 
-def from_settings(settings: Settings) -> LatencyModel:
-    """The flags make the default profile; --profile replaces it; --profiles maps models."""
-    shipped = load_profiles(settings.profiles)
+def from_settings(settings: Settings, profiles: ProfileFile | None = None) -> LatencyModel:
+    """The flags make the default profile; --profile replaces it; --profiles maps models.
+
+    ``profiles`` is the loaded --profiles file (the engine keeps it, so a PATCH picking a profile
+    reads no file); without it the file is read now.
+    """
+    shipped = load_profiles(settings.profiles) if profiles is None else profiles
     if settings.profile:
         if settings.profile not in shipped.profiles:
+            # The names are the catalogue a client may choose from: the shipped ones and the
+            # operator's (the --profiles file was validated as profiles at startup).
             known = ", ".join(sorted(shipped.profiles))
             raise ValueError(f"unknown latency profile {settings.profile!r} (known: {known})")
         default = shipped.profiles[settings.profile]

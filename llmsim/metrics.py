@@ -150,12 +150,13 @@ class Metrics:
         endpoint: str = "/v1/chat/completions",
         finish_reason: str = "stop",
     ) -> None:
-        """Every response counts in llmsim_requests_total; a generation (status < 400) also in
-        vLLM's success, token and end-to-end latency series."""
+        """Every response counts in llmsim_requests_total; a generation (status < 400, or cut
+        short: finished_reason "abort", the tokens sent) also in vLLM's success, token and
+        end-to-end latency series."""
         stats = self._stats(model)
         label = model if model in self._models else "other"
         self.requests[(endpoint, label, status)] += 1
-        if status < 400:
+        if status < 400 or finish_reason == "abort":  # vLLM counts aborts under their own reason
             stats.success[finish_reason] += 1
             stats.prompt += prompt_tokens
             stats.generation += completion_tokens

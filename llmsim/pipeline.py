@@ -7,6 +7,7 @@ the accounting: per-instance counters, Prometheus metrics and the access log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from llmsim.auth import mask
 from llmsim.engine import ENDED_EARLY, Engine, turn_of
 from llmsim.errors import APIError, body_too_large
 from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER
+from llmsim.presence import ClientGone
 from llmsim.stats import Stats
 
 log = logging.getLogger("llmsim")
@@ -29,6 +31,9 @@ _INSTANCE = INSTANCE_HEADER.encode()
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
 JSON = b"application/json"
 CLIENT_CLOSED = 499  # nginx's name for a request whose client went away first
+
+
+SHUTTING_DOWN = APIError(503, "The server is shutting down.", code="shutting_down", type="server_error")
 
 
 class BodyTooLarge(Exception):
@@ -85,8 +90,22 @@ class Pipeline:
                 raise BodyTooLarge
             # A declared length is enforced by the HTTP parser; only chunked bodies need counting.
             await self.app(scope, receive if length >= 0 else self._limited(receive), send_stamped)
-        except ENDED_EARLY:
-            status = status or CLIENT_CLOSED
+        except ENDED_EARLY as exc:
+            started_sending = status != 0
+            # Counted as an abort, not a success: the client (or a disconnect fault) cut it short.
+            status = CLIENT_CLOSED if isinstance(exc, ClientGone) else status or CLIENT_CLOSED
+            turn = turn_of(scope)
+            if turn is not None:
+                turn.finish_reason = "abort"
+                if status == CLIENT_CLOSED and not started_sending:
+                    turn.completion_tokens = 0  # gone before the response started
+        except asyncio.CancelledError:
+            # The shutdown timeout ran out and the server cancels what is left: a clean 503 if
+            # nothing was sent yet, else the stream just ends (counted as an abort).
+            if not status:
+                await send_error(SHUTTING_DOWN, send_stamped)
+            elif (turn := turn_of(scope)) is not None:
+                turn.finish_reason = "abort"
         except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
             if status:
                 raise  # the response has started; all that is left is to drop the connection

@@ -8,7 +8,7 @@ provider does. A finished sequence hands its slot straight to the oldest waiter.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict
 
 from llmsim.errors import APIError
 
@@ -19,7 +19,8 @@ class Scheduler:
         self.max_queue = max_queue  # None: unlimited
         self.full_status = full_status
         self.running = 0
-        self._queue: deque[asyncio.Future[None]] = deque()
+        # FIFO of waiters; a dict, so one that leaves is removed in O(1).
+        self._queue: OrderedDict[asyncio.Future[None], None] = OrderedDict()
 
     @property
     def waiting(self) -> int:
@@ -37,28 +38,39 @@ class Scheduler:
         self.running += 1
         return True
 
+    def enqueue(self) -> asyncio.Future[None]:
+        """A place in the queue, resolved when :meth:`release` hands this waiter its slot (then
+        ``running`` already counts it); raises when the queue is full. A waiter that stops
+        waiting must call :meth:`abandon`."""
+        if self.max_queue is not None and len(self._queue) >= self.max_queue:
+            raise self._full()
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue[slot] = None
+        return slot
+
+    def abandon(self, slot: asyncio.Future[None]) -> None:
+        """The waiter left: give up its queue place, or the slot it was handed meanwhile."""
+        if self._queue.pop(slot, False) is None:
+            return
+        if slot.done() and not slot.cancelled():
+            self.release()
+
     async def acquire(self) -> None:
         """Take a slot, waiting in the queue if all are busy; raise when the queue is full."""
         if self.try_acquire():
             return
-        if self.max_queue is not None and len(self._queue) >= self.max_queue:
-            raise self._full()
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(turn)
+        slot = self.enqueue()
         try:
-            await turn  # release() hands its slot over: `running` already counts this request
-        except asyncio.CancelledError:
-            if turn in self._queue:
-                self._queue.remove(turn)
-            elif turn.done() and not turn.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled
+            await slot
+        except BaseException:
+            self.abandon(slot)
             raise
 
     def release(self) -> None:
         while self._queue:
-            turn = self._queue.popleft()
-            if not turn.done():
-                turn.set_result(None)
+            slot, _ = self._queue.popitem(last=False)
+            if not slot.done():
+                slot.set_result(None)
                 return
         self.running -= 1
 

@@ -26,11 +26,17 @@ other braces are left alone. Without a ``default``, an unmatched request gets ``
 caller falls back to its usual response mode.
 
 The file is watched: :meth:`Script.answer` stats it at most once per ``check_interval`` seconds
-and reloads it when it changed; a broken edit keeps the previous rules and logs a warning.
+and reloads it when it changed (on a server, in a worker thread: the event loop never waits for a
+parse); a broken edit keeps the previous rules and logs a warning. The same rules can also come
+inline (:meth:`Script.inline`, from ``--script-rules`` or a PATCH), without a file.
+
+Errors name the file and a position (``rules[2].error.status``, a line and column), never the
+file's text: the file is the operator's, but a typo can point ``--script`` at any file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -40,16 +46,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmsim.settings import FileError, describe_invalid, parse_yaml, read_file, schema_names
 
 logger = logging.getLogger("llmsim")
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-class ScriptError(ValueError):
-    """The script file cannot be used; the message names the file and the rule."""
+class ScriptError(FileError):
+    """The script cannot be used; the message names the file and the rule, not their text."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +161,24 @@ class _File(_Strict):
 def _compile(pattern: str, flags: int) -> re.Pattern[str]:
     try:
         return re.compile(pattern, flags)
-    except re.error as exc:
-        raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+    except re.error as exc:  # re's own message says what is wrong and where, without the pattern
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ValueError(f"not a valid regular expression ({exc.msg}{where})") from None
+
+
+_NAMES = schema_names(_File, _Rule, _Reply, _Error, _ToolCall)
+Rules = tuple[tuple["_Compiled", ...], "Answer | None"]
+
+
+def parse_rules(raw: Any, source: str = "") -> Rules:
+    """Compiled rules and default from parsed data; ScriptError names ``source`` and the rule."""
+    try:
+        parsed = _File.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        problem = _describe(exc, raw)
+        raise ScriptError(f"{source}: {problem}" if source else problem) from None
+    rules = tuple(_Compiled.of(rule) for rule in parsed.rules)
+    return rules, parsed.default.answer() if parsed.default else None
 
 
 # --- matching ------------------------------------------------------------------------------------
@@ -230,14 +253,24 @@ def _filled(answer: Answer, groups: Mapping[str, str]) -> Answer:
 
 
 class Script:
-    """The rules of one YAML file, reloaded when the file changes."""
+    """The rules of one YAML file, reloaded when the file changes; or rules given inline."""
 
     def __init__(self, path: str | os.PathLike[str], check_interval: float = 1.0) -> None:
-        self.path = Path(path)
+        self.path: Path | None = Path(path)
         self.check_interval = check_interval
         self._stamp: tuple[int, int, int] | None = self._stat()
         self._state = self._load()  # (rules, default), swapped whole so readers see one pair
         self._next_check = time.monotonic() + check_interval
+        self._loading = False
+
+    @classmethod
+    def inline(cls, raw: Any) -> Script:
+        """Rules from data already parsed (a PATCH's JSON, --script-rules): no file to watch."""
+        script = cls.__new__(cls)
+        script.path, script.check_interval, script._stamp = None, 0.0, None
+        script._state = parse_rules(raw, "script_rules")
+        script._next_check, script._loading = float("inf"), False
+        return script
 
     def answer(self, last_user_text: str, model: str, headers: Mapping[str, str]) -> Answer | None:
         """The first matching rule's answer, else the default's; None without either."""
@@ -253,7 +286,9 @@ class Script:
         return default
 
     def reload(self) -> None:
-        """Load the file now; on ScriptError the previous rules stay."""
+        """Load the file now; on ScriptError the previous rules stay. Inline rules have no file."""
+        if self.path is None:
+            return
         stamp = self._stat()
         self._state = self._load()
         self._stamp = stamp
@@ -262,7 +297,7 @@ class Script:
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
-        if now < self._next_check:
+        if now < self._next_check or self._loading:
             return
         self._next_check = now + self.check_interval
         try:
@@ -276,47 +311,44 @@ class Script:
             return
         self._stamp = stamp  # stat before reading: a write racing the read triggers one more load
         try:
-            self._state = self._load()
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop here (a test, a tool): load now
+            self._loaded(self._load)
+            return
+        # On the server, read and parse in a worker thread: requests keep the old rules meanwhile.
+        self._loading = True
+        loop.run_in_executor(None, self._load).add_done_callback(lambda done: self._loaded(done.result))
+
+    def _loaded(self, result: Any) -> None:
+        """Swap in the rules ``result()`` returns; on ScriptError keep the previous ones."""
+        self._loading = False
+        try:
+            self._state = result()
         except ScriptError as exc:
             logger.warning("%s; keeping the previous rules", exc)
         else:
             logger.info("script %s reloaded: %d rules", self.path, len(self._state[0]))
 
     def _stat(self) -> tuple[int, int, int]:
+        assert self.path is not None
         try:
             st = self.path.stat()
         except OSError as exc:
             raise ScriptError(f"{self.path}: cannot read the script ({exc.strerror})") from None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def _load(self) -> tuple[tuple[_Compiled, ...], Answer | None]:
+    def _load(self) -> Rules:
+        assert self.path is not None
         try:
-            raw = yaml.safe_load(self.path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ScriptError(f"{self.path}: cannot read the script ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ScriptError(f"{self.path}: not valid YAML{where}: {problem}") from None
-        try:
-            parsed = _File.model_validate({} if raw is None else raw)
-        except ValidationError as exc:
-            raise ScriptError(f"{self.path}: {_describe(exc)}") from None
-        rules = tuple(_Compiled.of(rule) for rule in parsed.rules)
-        return rules, parsed.default.answer() if parsed.default else None
+            raw = parse_yaml(read_file(self.path, "script"), self.path)
+        except FileError as exc:
+            raise ScriptError(str(exc)) from None
+        return parse_rules(raw, str(self.path))
 
 
-def _describe(exc: ValidationError) -> str:
-    """The first error as `rules[2].error.status: message`, pydantic's wording trimmed."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    where = ""
-    for part in first["loc"]:
-        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "model_type" and not where:
-        message = "the file should be a mapping with `rules` and `default`"
-    extra = len(errors) - 1
-    more = f" (and {extra} more problem{'s' * (extra > 1)})" if extra else ""
-    return f"{where}: {message}{more}" if where else f"{message}{more}"
+def _describe(exc: ValidationError, raw: Any) -> str:
+    """The first error as `rules[2].error.status: message`, keys written in the file by position."""
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "model_type" and not first["loc"]:
+        return "the file should be a mapping with `rules` and `default`"
+    return describe_invalid(exc, raw, _NAMES)

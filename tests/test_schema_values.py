@@ -1,4 +1,5 @@
-"""Values generated from JSON Schemas, checked by an independent validator (jsonschema)."""
+"""Values generated from JSON Schemas, checked by an independent validator (jsonschema); schemas
+refused, and hostile ones bounded in time."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import re
 import time
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from llmsim.schema_values import MAX_REF_DEPTH, generate
+from llmsim import schema_values
+from llmsim.content import Content
+from llmsim.errors import APIError
+from llmsim.generation import GenerationRequest, PromptMessage, ToolSpec
+from llmsim.schema_values import MAX_REF_DEPTH, SchemaError, generate
+from llmsim.settings import Settings
+from llmsim.surfaces import openai_chat
+from llmsim.tokens import ApproxTokenizer
 
 
 def check(schema: Any, seed: int = 0) -> Any:
@@ -160,7 +169,10 @@ def documents(draw: st.DrawFn) -> Any:
 @given(documents(), st.integers(0, 2**32))
 def test_random_schemas_give_valid_values(schema: dict[str, Any], seed: int) -> None:
     Draft202012Validator.check_schema(schema)
-    Draft202012Validator(schema).validate(generate(schema, random.Random(seed)))
+    schema_values.check(schema)  # what a request would go through first
+    value = generate(schema, random.Random(seed))
+    Draft202012Validator(schema).validate(value)
+    orjson.dumps(value)  # what the server writes it with (integers within 64 bits)
 
 
 # --- realistic schemas -----------------------------------------------------------------------------
@@ -285,7 +297,8 @@ def test_recursion_through_the_root_and_anyof_null() -> None:
     }
     nullable = {"type": "object", "nullable": True, "properties": {"up": {"$ref": "#"}}, "required": ["up"]}
     for seed in range(20):
-        assert depth(generate(root, random.Random(seed))) <= 45  # unsatisfiable: stops anyway
+        with pytest.raises(SchemaError):  # unsatisfiable: refused rather than recursing on
+            generate(root, random.Random(seed))
         assert depth(check(linked, seed)) <= MAX_REF_DEPTH + 2
         assert depth(generate(nullable, random.Random(seed))) <= MAX_REF_DEPTH + 2
 
@@ -412,3 +425,328 @@ def test_fast_enough_for_the_hot_path() -> None:
     for seed in range(500):
         generate(ORDER, random.Random(seed))
     assert time.perf_counter() - start < 2.5  # ~0.1 ms each in practice; generous for slow CI
+
+
+def test_realistic_schemas_pass_the_check() -> None:
+    for schema in (WEATHER, ORDER, TREE, {}, True, {"type": "string", "pattern": r"^\p{L}+$"}):
+        schema_values.check(schema)
+    assert generate({"type": "string", "pattern": r"^\p{L}+$"}, random.Random(0))  # only `regex` parses it
+
+
+# --- refused schemas -------------------------------------------------------------------------------
+
+
+def wrap(schema: Any, defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`schema` as the one required property of an object, as tools and structured outputs take."""
+    wrapped: dict[str, Any] = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return {**wrapped, "$defs": defs} if defs else wrapped
+
+
+MALFORMED = [
+    {"type": "string", "minLength": "abc"},
+    {"type": "string", "minLength": -1},
+    {"type": "string", "minLength": 2.5},
+    {"type": "array", "maxItems": True},
+    {"pattern": "(("},
+    {"patternProperties": {"[": {}}},
+    {"anyOf": []},
+    {"allOf": {"type": "string"}},
+    {"oneOf": "x"},
+    {"$ref": 5},
+    {"$ref": "#/$defs/missing"},
+    {"$ref": "#anchor"},
+    {"type": 5},
+    {"type": "strng"},
+    {"type": []},
+    {"required": "a"},
+    {"required": [1]},
+    {"enum": "abc"},
+    {"properties": []},
+    {"properties": {"x": 5}},
+    {"items": "x"},
+    {"items": [{}, 3]},
+    {"additionalProperties": []},
+    {"not": None},
+    {"multipleOf": 0},
+    {"multipleOf": -2},
+    {"multipleOf": "3"},
+    {"multipleOf": 1e308},
+    {"multipleOf": 1e-300},
+    {"minimum": "0"},
+    {"maximum": float("inf")},
+    {"exclusiveMinimum": float("nan")},
+    {"format": 3},
+    {"uniqueItems": "yes"},
+    {"nullable": 1},
+    {"dependentRequired": ["a"]},
+    {"dependentRequired": {"a": "b"}},
+    {"const": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+]
+
+
+@pytest.mark.parametrize("schema", MALFORMED, ids=json.dumps)
+def test_malformed_schemas_are_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(SchemaError) as caught:
+        schema_values.check(wrap(schema))
+    assert caught.value.path.startswith("/properties/a"), caught.value.path
+    assert str(caught.value).startswith("In context=('properties', 'a'"), str(caught.value)
+
+
+def test_error_names_the_subschema_at_fault() -> None:
+    schema = {"type": "object", "properties": {"x/y": {"anyOf": [{"type": "string"}, {"minLength": "abc"}]}}}
+    with pytest.raises(SchemaError) as caught:
+        schema_values.check(schema)
+    assert caught.value.path == "/properties/x~1y/anyOf/1"
+    assert caught.value.context == ("properties", "x/y", "anyOf", 1)
+    assert str(caught.value) == (
+        "In context=('properties', 'x/y', 'anyOf', 1), 'minLength' must be a non-negative integer, not 'abc'"
+    )
+    with pytest.raises(SchemaError) as caught:
+        schema_values.check({"anyOf": [{"$ref": "#/$defs/x"}], "$defs": {"x": {"required": "a"}}})
+    assert caught.value.path == "/$defs/x"
+
+
+def _properties(count: int) -> dict[str, Any]:
+    return {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(count)}}
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+def test_openai_limits() -> None:
+    """OpenAI's documented limits: at the limit is fine, one past it is refused."""
+    n = schema_values.MAX_OBJECT_PROPERTIES
+    schema_values.check(_properties(n))
+    schema_values.check(_nested(schema_values.MAX_NESTING))
+    enums = schema_values.MAX_ENUM_VALUES
+    schema_values.check({"anyOf": [{"enum": list(range(enums // 2))}, {"enum": list(range(enums // 2))}]})
+    many, most = schema_values.LARGE_ENUM
+    schema_values.check({"enum": [f"{i:05d}" for i in range(many + 1)]})  # 1,255 characters
+    refused = [
+        _properties(n + 1),
+        _nested(schema_values.MAX_NESTING + 1),
+        {"anyOf": [{"enum": list(range(enums // 2 + 1))}, {"enum": list(range(enums // 2))}]},
+        {"enum": ["x" * (most // many + 1)] * (many + 1)},  # a large string enum over its quota
+        {"$defs": {"x" * schema_values.MAX_NAME_CHARS: {}}, "const": "y"},
+        {"const": ["x" * 1000] * 121},
+        {"anyOf": [{"type": "integer"} for _ in range(schema_values.MAX_SUBSCHEMAS + 1)]},
+    ]
+    for schema in refused:
+        with pytest.raises(SchemaError):
+            schema_values.check(schema)
+
+
+# --- hostile schemas: refused, or bounded -------------------------------------------------------------
+
+
+def _binary_tree() -> dict[str, Any]:
+    node = {
+        "type": "object",
+        "properties": {"left": {"$ref": "#/$defs/node"}, "right": {"$ref": "#/$defs/node"}},
+        "required": ["left", "right"],
+    }
+    return wrap({"$ref": "#/$defs/node"}, {"node": node})
+
+
+def _nested_min_items(levels: int, size: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema, "minItems": size}
+    return wrap(schema)
+
+
+HOSTILE = {  # a tester's reproductions (items 2 and 5 of issue 10) and their neighbours
+    "binary tree, both children required": _binary_tree(),
+    "root recursion, both required": {
+        "type": "object",
+        "properties": {"l": {"$ref": "#"}, "r": {"$ref": "#"}},
+        "required": ["l", "r"],
+    },
+    "minProperties 100000": wrap({"type": "object", "minProperties": 100_000}),
+    "minProperties 5000": wrap({"type": "object", "minProperties": 5000}),
+    "minItems 1000000": wrap({"type": "array", "items": {"type": "integer"}, "minItems": 1_000_000}),
+    "minItems 10000 of objects": wrap(
+        {
+            "type": "array",
+            "items": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+            "minItems": 10_000,
+        }
+    ),
+    "minLength 1e9": wrap({"type": "string", "minLength": 10**9}),
+    "minLength 100000": wrap({"type": "string", "minLength": 100_000}),
+    "pattern a{1000000000}": wrap({"type": "string", "pattern": "^a{1000000000}$"}),
+    "pattern (?:){1000000000}": wrap({"type": "string", "pattern": "^(?:){1000000000}$"}),
+    "pattern a{9000}": wrap({"type": "string", "pattern": "^a{9000}$"}),
+    "pattern with 40 backreferences": wrap({"type": "string", "pattern": "^(a{2000})" + "\\1" * 40 + "$"}),
+    "ReDoS pattern, minLength 60": wrap({"type": "string", "pattern": r"^(\w+\s?)*!$", "minLength": 60}),
+    "ReDoS pattern (x+x+)+y": wrap({"type": "string", "pattern": r"(x+x+)+y", "minLength": 60}),
+    "ReDoS patternProperties, minProperties 2000": wrap(
+        {"type": "object", "patternProperties": {r"^(a|a)*b$": {"type": "integer"}}, "minProperties": 2000}
+    ),
+    "backtracking: a pattern against an enum": wrap(
+        {"type": "string", "pattern": "^(a|aa)+$", "enum": ["a" * (30 + i) + "!" for i in range(100)]}
+    ),
+    "five nested minItems 20": _nested_min_items(5, 20),
+    "three nested minItems 20": _nested_min_items(3, 20),
+    "objects nested 500 deep": _nested(500),
+    "oneOf 1000 overlapping branches": wrap({"oneOf": [{"type": "integer"}] * 1000}),
+    "not {}": wrap({"not": {}}),
+    "huge multipleOf": wrap({"type": "integer", "multipleOf": 1e308, "minimum": 1}),
+    "integers from 1e300": wrap({"type": "integer", "minimum": 1e300}),
+    "merged multipleOf past its range": wrap(
+        {"allOf": [{"multipleOf": 2**40 + 15}, {"multipleOf": 2**40 + 17}]}
+    ),
+    "a $ref chain 2000 long": {
+        "$defs": {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(2000)}
+        | {"d2000": {"type": "integer"}},
+        "$ref": "#/$defs/d0",
+    },
+    "a const of 500 items, 200 times": wrap(
+        {"type": "array", "minItems": 200, "items": {"const": list(range(500))}}
+    ),
+    "a required linked list": {
+        "$defs": {
+            "n": {
+                "type": "object",
+                "properties": {"next": {"$ref": "#/$defs/n"}, "v": {"type": "string", "minLength": 1000}},
+                "required": ["next", "v"],
+            }
+        },
+        "$ref": "#/$defs/n",
+    },
+}
+MUST_REFUSE = {
+    "binary tree, both children required",
+    "root recursion, both required",
+    "minProperties 100000",
+    "minItems 1000000",
+    "minLength 1e9",
+    "pattern a{1000000000}",
+    "pattern (?:){1000000000}",
+    "five nested minItems 20",
+    "objects nested 500 deep",
+    "huge multipleOf",
+}
+
+
+UNSATISFIABLE = {
+    "oneOf 1000 overlapping branches",
+    "not {}",
+    "ReDoS patternProperties, minProperties 2000",
+    "backtracking: a pattern against an enum",
+}
+
+
+def check_then_generate(schema: Any, seed: int = 0) -> Any:
+    schema_values.check(schema)
+    return generate(schema, random.Random(seed))
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_schemas_are_bounded(name: str) -> None:
+    schema = HOSTILE[name]
+    start = time.process_time()
+    try:
+        value = check_then_generate(schema)
+    except SchemaError as exc:
+        value, error = None, exc
+    else:
+        error = None
+    took = time.process_time() - start
+    assert took < 1.0, f"{name}: {took:.3f} s of CPU"  # ~50 ms in practice; generous for slow CI
+    if name in MUST_REFUSE:
+        assert error is not None, f"{name}: generated a value"
+    if error is None:
+        assert len(json.dumps(value)) <= 2 * schema_values.MAX_OUTPUT_BYTES
+        if name in UNSATISFIABLE:
+            return  # some value anyway, as documented
+        if "ReDoS" in name:  # jsonschema's re.search could backtrack for minutes: regex matches
+            pattern = schema["properties"]["a"]["pattern"]
+            assert schema_values.regex.search(pattern, value["a"], timeout=1), value
+            assert len(value["a"]) >= 60
+        else:
+            Draft202012Validator(schema).validate(value)
+
+
+def test_budget_errors_name_the_root() -> None:
+    with pytest.raises(SchemaError) as caught:
+        check_then_generate(_binary_tree())
+    assert caught.value.path == "" and caught.value.context == ()
+    assert "needs more output than llmsim generates" in caught.value.message
+    with pytest.raises(SchemaError):
+        generate(ORDER, random.Random(0), budget=100)  # a share too small for it
+
+
+def test_redos_pattern_gives_a_long_enough_match() -> None:
+    schema = {"type": "string", "pattern": r"^(\w+\s?)*!$", "minLength": 60}
+    for seed in range(10):
+        value = check_then_generate(schema, seed)
+        assert len(value) >= 60 and value.endswith("!"), value
+
+
+def test_numbers_past_64_bits_are_written_as_floats() -> None:
+    value = check_then_generate({"type": "integer", "minimum": 1e300})
+    assert value == 1e300 and isinstance(value, float)
+    assert isinstance(check_then_generate({"type": "integer", "minimum": 2**64}), float)
+
+
+# --- through the OpenAI surface ------------------------------------------------------------------
+
+
+def _body(**fields: Any) -> bytes:
+    return json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **fields}).encode()
+
+
+def _tool(schema: Any) -> dict[str, Any]:
+    return {"tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]}
+
+
+def _format(schema: Any) -> dict[str, Any]:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}}
+
+
+def test_malformed_schemas_are_400s_at_parse() -> None:
+    models = frozenset({"gpt-4o"})
+    with pytest.raises(APIError) as caught:
+        openai_chat.parse(_body(**_tool(wrap({"type": "string", "minLength": "abc"}))), models)
+    error = caught.value
+    assert (error.status, error.param, error.code) == (
+        400,
+        "tools[0].function.parameters",
+        "invalid_function_parameters",
+    )
+    assert error.message.startswith(
+        "Invalid schema for function 'f': In context=('properties', 'a'), 'minLength'"
+    )
+    with pytest.raises(APIError) as caught:
+        openai_chat.parse(_body(**_format(wrap({"pattern": "(("}))), models)
+    error = caught.value
+    assert (error.status, error.param, error.code) == (400, "response_format", "invalid_value")
+    assert error.message.startswith(
+        "Invalid schema for response_format 'out': In context=('properties', 'a')"
+    )
+
+
+def test_budget_errors_are_400s_at_generation() -> None:
+    content = Content(Settings())
+    prompt = [PromptMessage("user", ("hi",))]
+    tools = (ToolSpec("ok", wrap({"type": "integer"})), ToolSpec("tree", _binary_tree()))
+    request = GenerationRequest("gpt-4o", prompt, tools=tools, tool_choice="function:tree", seed=1)
+    with pytest.raises(APIError) as caught:
+        content.draft(request, ApproxTokenizer(), 0)
+    assert (caught.value.status, caught.value.param) == (400, "tools[1].function.parameters")
+    assert caught.value.message.startswith(
+        "Invalid schema for function 'tree': In context=(), the schema needs"
+    )
+    request = GenerationRequest("gpt-4o", prompt, json_schema=_binary_tree(), seed=1)
+    with pytest.raises(APIError) as caught:
+        content.draft(request, ApproxTokenizer(), 0)
+    assert (caught.value.status, caught.value.param, caught.value.code) == (
+        400,
+        "response_format",
+        "invalid_value",
+    )

@@ -131,15 +131,15 @@ def test_example_file_loads() -> None:
         ),
         (
             "rules:\n  - {text: a}\n  - {massage: hi, text: a}\n",
-            r"rules\[1\]\.massage: Extra inputs are not permitted",
+            r"rules\[1\]: its key 1 is not a known field",
         ),
         (
             "rules:\n  - {message: '(unclosed', text: a}\n",
-            r"rules\[0\]\.message: '\(unclosed' is not a valid regular expression",
+            r"rules\[0\]\.message: not a valid regular expression \(missing \), unterminated subpattern",
         ),
         (
             "rules:\n  - {header: {x-a: '['}, text: a}\n",
-            r"rules\[0\]\.header: '\[' is not a valid regular expression",
+            r"rules\[0\]\.header: not a valid regular expression \(unterminated character set",
         ),
         (
             "rules:\n  - error: {status: 200, message: ok}\n",

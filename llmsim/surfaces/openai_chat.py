@@ -12,13 +12,23 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
+from llmsim import schema_values
 from llmsim.engine import Engine
-from llmsim.errors import APIError, model_not_found
+from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
-from llmsim.surfaces.validation import to_api_error
+from llmsim.surfaces.validation import check_complexity, to_api_error
 
 
 class _Model(BaseModel):
@@ -26,9 +36,45 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 2.0 is one (OpenAI accepts it), "2" and true are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+# OpenAI's longest string: one message's content (or one text part) of up to 10 MiB characters.
+MAX_STRING = 10 * 1024 * 1024
+Text = Annotated[str, Field(max_length=MAX_STRING)]
+# Bounds on the shape of a prompt, so that validating the largest body stays well under 100 ms
+# (pydantic spends a few microseconds an item): far above what real requests carry (OpenAI takes
+# at most 500 images a request; 128 tools and 128 tool calls a message are its own limits).
+MAX_MESSAGES = 4096
+MAX_PARTS = 1024  # content parts of one message
+MAX_PROMPT_PARTS = 5_000  # content parts of all messages together
+MAX_TOOLS = 128
+
+
+def _spend_parts(parts: list[Any], info: ValidationInfo) -> list[Any]:
+    """Count a message's parts against the request's budget (``context``), failing at the first
+    message past it rather than after validating them all."""
+    if info.context is not None:
+        left = info.context["parts"] = info.context["parts"] - len(parts)
+        if left < 0:
+            raise PydanticCustomError(
+                "too_many_parts",
+                "too many content parts: at most {limit} across all messages",
+                {"limit": MAX_PROMPT_PARTS},
+            )
+    return parts
+
+
+def Parts(part: Any) -> Any:  # noqa: N802 - a type
+    return Annotated[list[part], Field(max_length=MAX_PARTS, fail_fast=True), AfterValidator(_spend_parts)]
+
+
 class TextPart(_Model):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class RefusalPart(_Model):
@@ -78,34 +124,34 @@ class MessageToolCall(_Model):
 
 class SystemMessage(_Model):
     role: Literal["system"]
-    content: str | list[TextPart]
+    content: Text | Parts(TextPart)
     name: str | None = None
 
 
 class DeveloperMessage(_Model):
     role: Literal["developer"]
-    content: str | list[TextPart]
+    content: Text | Parts(TextPart)
     name: str | None = None
 
 
 class UserMessage(_Model):
     role: Literal["user"]
-    content: str | list[UserPart]
+    content: Text | Parts(UserPart)
     name: str | None = None
 
 
 class AssistantMessage(_Model):
     role: Literal["assistant"]
-    content: str | list[AssistantPart] | None = None
+    content: Text | Parts(AssistantPart) | None = None
     refusal: str | None = None
     name: str | None = None
-    tool_calls: list[MessageToolCall] | None = None
+    tool_calls: Annotated[list[MessageToolCall], Field(max_length=128)] | None = None
     function_call: FunctionCall | None = None
 
 
 class ToolMessage(_Model):
     role: Literal["tool"]
-    content: str | list[TextPart]
+    content: Text | Parts(TextPart)
     tool_call_id: str
 
 
@@ -127,7 +173,7 @@ class StreamOptions(_Model):
 
 
 class FunctionDefinition(_Model):
-    name: str
+    name: str = Field(max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")  # OpenAI's rule for function names
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -161,25 +207,27 @@ class ResponseFormat(_Model):
 
 class ChatCompletionRequest(_Model):
     model: str
-    messages: list[Message] = Field(min_length=1)
-    n: int | None = Field(None, ge=1, le=128)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES, fail_fast=True)
+    n: Int | None = Field(None, ge=1, le=128)
+    max_tokens: Int | None = Field(None, ge=1)
+    max_completion_tokens: Int | None = Field(None, ge=1)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    seed: Int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, int] | None = None
+    logit_bias: (
+        Annotated[dict[str, Annotated[Int, Field(ge=-100, le=100)]], Field(max_length=1024)] | None
+    ) = None
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: Int | None = Field(None, ge=0, le=20)
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
     store: bool | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
@@ -224,8 +272,9 @@ def parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, Ge
 
 
 def _parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, GenerationRequest]:
+    check_complexity(raw)
     try:
-        body = ChatCompletionRequest.model_validate_json(raw)
+        body = ChatCompletionRequest.model_validate_json(raw, context={"parts": MAX_PROMPT_PARTS})
     except ValidationError as exc:
         raise to_api_error(exc, raw) from None
     if body.stream_options is not None and not body.stream:
@@ -266,6 +315,11 @@ _parse_cached = lru_cache(maxsize=256)(_parse)
 
 def _tools(body: ChatCompletionRequest) -> tuple[tuple[ToolSpec, ...], str]:
     tools = tuple(ToolSpec(t.function.name, t.function.parameters or {}) for t in body.tools or ())
+    for i, tool in enumerate(tools):
+        try:
+            schema_values.check(tool.parameters)
+        except schema_values.SchemaError as exc:
+            raise invalid_function_schema(tool.name, i, exc) from None
     choice = body.tool_choice
     if choice is None:
         return tools, "auto" if tools else "none"
@@ -300,7 +354,12 @@ def _response_format(fmt: ResponseFormat, neutral: GenerationRequest) -> None:
                 "response_format.json_schema",
                 "missing_required_parameter",
             )
-        neutral.json_schema = fmt.json_schema.schema_ or {}
+        schema = fmt.json_schema.schema_ or {}
+        try:
+            schema_values.check(schema)
+        except schema_values.SchemaError as exc:
+            raise invalid_response_schema(fmt.json_schema.name, exc) from None
+        neutral.json_schema = schema
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from llmsim.errors import APIError, invalid_json
+from llmsim.errors import APIError, invalid_json, shorten
 
 _EXPECTED = {
     "string_type": "a string",
@@ -76,6 +76,34 @@ def _param(body: Any, loc: tuple[int | str, ...], missing: bool) -> str | None:
     return path or None
 
 
+# A body's count of JSON values bounds what validating it costs (about a microsecond a value,
+# holding the event loop); a large body is mostly long strings, which cost next to nothing.
+MAX_JSON_VALUES = 50_000
+_CHEAP_BYTES = 256 * 1024  # bodies this small cannot hold enough values to matter
+
+
+def check_complexity(raw: bytes) -> None:
+    """Refuse a body of more than MAX_JSON_VALUES values before any parser builds them, in a few
+    C-speed passes over the bytes: strings are counted by their quotes, and the separators
+    (``,`` ``:`` ``[`` ``{``) only outside strings."""
+    if len(raw) <= _CHEAP_BYTES:
+        return
+    plain = raw.replace(b"\\\\", b"")  # an escaped backslash cannot escape a quote
+    strings = (plain.count(b'"') - plain.count(b'\\"')) // 2
+    if strings <= MAX_JSON_VALUES:
+        separators = (b",", b"[", b"{")
+        if strings + sum(map(plain.count, separators)) <= MAX_JSON_VALUES:
+            return  # even counting those inside strings
+        outside = b"".join(plain.replace(b'\\"', b"").split(b'"')[::2])
+        if strings + sum(map(outside.count, separators)) <= MAX_JSON_VALUES:
+            return
+    raise APIError(
+        400,
+        f"The request has too many JSON values: llmsim accepts at most {MAX_JSON_VALUES} in one body.",
+        code="request_too_complex",
+    )
+
+
 def _quote(values: Any) -> str:
     items = [f"'{v}'" for v in values]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f", and {items[-1]}"
@@ -131,7 +159,10 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
             ]
         allowed = [a for a in allowed if a]
         return APIError(
-            400, f"Invalid value: '{value}'. Supported values are: {_quote(allowed)}.", param, "invalid_value"
+            400,
+            f"Invalid value: '{shorten(value)}'. Supported values are: {_quote(allowed)}.",
+            param,
+            "invalid_value",
         )
     if kind == "union_tag_not_found":
         field = str(ctx.get("discriminator", "")).strip("'")
@@ -144,7 +175,7 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
         return APIError(
             400,
             f"Invalid {where}: {number} {side} {'minimum' if side == 'below' else 'maximum'} value. "
-            f"Expected a value {op} {bound}, but got {value} instead.",
+            f"Expected a value {op} {bound}, but got {shorten(value)} instead.",
             param,
             f"{number}_{side}_{'min' if side == 'below' else 'max'}_value",
         )
@@ -172,6 +203,14 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
             param,
             "array_above_max_length",
         )
+    if kind == "string_pattern_mismatch":
+        return APIError(
+            400,
+            f"Invalid {where}: string does not match pattern. Expected a string that matches the "
+            f"pattern '{ctx.get('pattern')}'.",
+            param,
+            "invalid_value",
+        )
     if kind == "string_too_long":
         return APIError(
             400,
@@ -180,4 +219,4 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
             param,
             "string_above_max_length",
         )
-    return APIError(400, f"Invalid {where}: {first['msg']}.", param, "invalid_value")
+    return APIError(400, f"Invalid {where}: {shorten(first['msg'])}.", param, "invalid_value")
