@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
 import time
 import xmlrpc.client
@@ -17,10 +18,12 @@ from rich.console import Console
 from rich.live import Live
 from supervisor.xmlrpc import Faults
 
-from cluster import ClusterError, control, ports, state, status, supervisor
+from cluster import ClusterError, control, ports, serve, state, status, supervisor
 from cluster.state import Cluster, Instance
+from llmsim.faults import FaultType
 
 STOP_TIMEOUT_S = 30.0
+ORPHANED, GONE = "ORPHANED", "GONE"  # status states of instances whose supervisord died
 _FAILED_STATES = ("BACKOFF", "EXITED", "FATAL")
 
 # Piped output (CI logs, `| less`) has no terminal width; rich would assume 80 and squeeze the
@@ -36,11 +39,57 @@ def _deadline_loop(timeout: float, interval: float = 0.05):
         time.sleep(interval)
 
 
+def _nothing_here(run_dir: Path) -> ClusterError:
+    return ClusterError(f"no cluster is running in {run_dir} (start one with `llmsim cluster up`)")
+
+
+def _leftovers(run_dir: Path) -> dict[str, int]:
+    """Instance ID -> PID of this run dir's instances still alive, per /proc (see ``supervisor.members``)."""
+    found: dict[str, int] = {}
+    for pid, name in sorted(supervisor.members(run_dir).items()):
+        with contextlib.suppress(OSError):  # supervisord made each instance its own group's leader
+            if name not in found or os.getpgid(pid) == pid:
+                found[name] = pid
+    return found
+
+
+def _listing(left: dict[str, int]) -> str:
+    return ", ".join(
+        f"{name} (pid {pid})" for name, pid in sorted(left.items(), key=lambda i: (len(i[0]), i))
+    )
+
+
+def _not_running(run_dir: Path) -> ClusterError:
+    """Why no supervisord answers in ``run_dir``: none was started, or it died, alone or not."""
+    daemon = supervisor.daemon(run_dir)
+    if daemon is not None:
+        return ClusterError(
+            f"supervisord (pid {daemon}) in {run_dir} does not answer on its socket; "
+            "`llmsim cluster down` stops it and its instances"
+        )
+    pid = supervisor.recorded_pid(run_dir)
+    its = f"its supervisord (pid {pid})" if pid else "its supervisord"
+    left = _leftovers(run_dir)
+    if left:
+        return ClusterError(
+            f"the cluster in {run_dir} lost {its}, but {len(left)} of its instances still run without it: "
+            f"{_listing(left)}; stop them with `llmsim cluster down`"
+        )
+    if supervisor.traces(run_dir):
+        return ClusterError(
+            f"no cluster is running in {run_dir}: {its} died, and its instances with it; "
+            "`llmsim cluster down` clears what it left"
+        )
+    return _nothing_here(run_dir)
+
+
 def _running(run_dir: Path) -> tuple[Cluster, Any]:
     api = supervisor.running(run_dir)
+    if api is None:
+        raise _not_running(run_dir)
     cluster = state.load(run_dir)
-    if api is None or cluster is None:
-        raise ClusterError(f"no cluster is running in {run_dir} (start one with `llmsim cluster up`)")
+    if cluster is None:
+        raise _nothing_here(run_dir)
     return cluster, api
 
 
@@ -86,11 +135,8 @@ def _wait_healthy(run_dir: Path, api: Any, instances: list[Instance], timeout: f
                 f"end of its log:\n{_log_tail(run_dir, failed)}"
             )
         for instance in [i for i in pending.values() if states.get(i.id) == "RUNNING"]:
-            try:
-                if status.get_json(instance, "/health").get("status") == "healthy":
-                    del pending[instance.id]
-            except (OSError, ValueError):
-                pass
+            if status.healthy(instance):
+                del pending[instance.id]
         if not pending:
             return
     first = next(iter(pending))
@@ -118,28 +164,47 @@ def _apply(run_dir: Path, api: Any, cluster: Cluster) -> None:
         api.addProcessGroup(group)
 
 
-def _shutdown(run_dir: Path, api: Any, cluster: Cluster | None) -> None:
-    """Stop supervisord and every instance; return only when no process remains and ports are free."""
-    pids = [info["pid"] for info in api.getAllProcessInfo() if info["pid"]] + [api.getPID()]
-    api.shutdown()
+def _shutdown(run_dir: Path, api: Any | None, cluster: Cluster | None) -> None:
+    """Stop supervisord and every instance; return only when no process remains and ports are free.
+
+    supervisord stops its instances itself (SIGTERM, SIGKILL after ``STOP_WAIT_S``). Instances
+    without one (it died, or dies now) get the same from here, found in /proc, so nothing is left.
+    """
+    daemon = supervisor.daemon(run_dir)
+    if api is not None:
+        with contextlib.suppress(supervisor.SupervisorGone):
+            daemon = api.getPID()
+            api.shutdown()
+    elif daemon is not None:  # alive but not answering: SIGTERM makes it stop its instances too
+        supervisor.send([daemon], signal.SIGTERM)
     instances = cluster.instances if cluster else []
-    for _ in _deadline_loop(STOP_TIMEOUT_S):
-        alive = [pid for pid in pids if supervisor.alive(pid)]
+    termed: dict[int, float] = {}  # orphan PID -> when it got SIGTERM
+    for _ in _deadline_loop(STOP_TIMEOUT_S, interval=0.1):
+        managed = daemon is not None and supervisor.alive(daemon)
+        left = supervisor.members(run_dir)
+        if not managed:
+            now = time.monotonic()
+            supervisor.send([pid for pid in left if pid not in termed], signal.SIGTERM)
+            termed.update({pid: termed.get(pid, now) for pid in left})
+            supervisor.send(
+                [pid for pid in left if now - termed[pid] >= supervisor.STOP_WAIT_S], signal.SIGKILL
+            )
         busy = [i.port for i in instances if not ports.is_free(i.host, i.port)]
-        if not alive and not busy:
+        if not managed and not left and not busy:
             supervisor.clean(run_dir)
             return
+    alive = ([daemon] if managed else []) + sorted(left)
     raise ClusterError(
         f"the cluster did not stop within {STOP_TIMEOUT_S:g} s (pids {alive} alive, ports {busy} busy)"
     )
 
 
-def _collect(cluster: Cluster, api: Any) -> list[status.Row]:
-    return status.collect(cluster, api.getAllProcessInfo(), control.admin_token(cluster))
+def _collect(cluster: Cluster, api: Any, run_dir: Path) -> list[status.Row]:
+    return status.collect(cluster, api.getAllProcessInfo(), control.admin_token(run_dir, cluster))
 
 
-def _show(cluster: Cluster, api: Any) -> Any:
-    return status.render(cluster, _collect(cluster, api))
+def _show(cluster: Cluster, api: Any, run_dir: Path) -> Any:
+    return status.render(cluster, _collect(cluster, api, run_dir))
 
 
 def _live(refresh: Callable[[], Any]) -> None:
@@ -153,25 +218,37 @@ def _live(refresh: Callable[[], Any]) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
+def _check_range(base_port: int, n: int) -> None:
+    if not 1 <= base_port <= 65536 - n:
+        raise ClusterError(
+            f"{n} instances from --base-port {base_port} need ports {base_port}-{base_port + n - 1}, "
+            "outside 1-65535"
+        )
+
+
 def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
     if args.n < 1:
         raise ClusterError(f"a cluster needs at least one instance (got -n {args.n})")
     for flag, value in (("--name", args.name), ("--id-prefix", args.id_prefix)):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):  # they become file and program names
             raise ClusterError(f"{flag} may contain only letters, digits, '_', '.' and '-' (got {value!r})")
+    _check_range(args.base_port, args.n)
     if supervisor.running(run_dir):
         raise ClusterError(
             f"cluster {args.name!r} is already running in {run_dir}; see `llmsim cluster status` or stop it with `llmsim cluster down`"
         )
+    if supervisor.daemon(run_dir) is not None or _leftovers(run_dir):
+        raise _not_running(run_dir)
+    serve_args, secrets = serve.lift_secrets(args.serve_args)
     cluster = Cluster(
-        args.name, args.host, args.base_port, args.id_prefix, args.serve_args, args.n, str(Path.cwd())
+        args.name, args.host, args.base_port, args.id_prefix, serve_args, args.n, str(Path.cwd())
     )
     _check_free(cluster.instances)
     started = time.monotonic()
     supervisor.clean(run_dir)
     supervisor.write_config(run_dir, cluster)
     try:
-        supervisor.start(run_dir)
+        supervisor.start(run_dir, secrets)
     except ClusterError:
         supervisor.clean(run_dir)
         raise
@@ -186,26 +263,49 @@ def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
         f"cluster {cluster.name!r}: {args.n} instances healthy in {time.monotonic() - started:.1f} s"
     )
     if not args.foreground:
-        console.print(_show(cluster, api))
+        console.print(_show(cluster, api, run_dir))
         console.print(f"run dir {run_dir}; stop it with `llmsim cluster down`")
         return 0
     try:
-        _live(lambda: _show(cluster, api))
+        _live(lambda: _show(cluster, api, run_dir))
     except KeyboardInterrupt:
         console.print("\nstopping the cluster…")
         _shutdown(run_dir, api, cluster)
     return 0
 
 
+def _report_orphans(args: argparse.Namespace, run_dir: Path) -> None:
+    """supervisord is gone but instances are left: show every row (ORPHANED or GONE) as usual."""
+    cluster = state.load(run_dir)
+    left = _leftovers(run_dir) if supervisor.daemon(run_dir) is None else {}
+    if cluster is None or not left:
+        return
+    info = [
+        {"name": i.id, "statename": ORPHANED if i.id in left else GONE, "pid": left.get(i.id)}
+        for i in cluster.instances
+    ]
+    rows = status.collect(cluster, info, control.admin_token(run_dir, cluster))
+    if args.json:
+        daemon = {"pid": supervisor.recorded_pid(run_dir), "running": False}
+        print(status.as_json(cluster, run_dir, rows, daemon))
+    else:
+        console.print(status.render(cluster, rows))
+
+
 def cmd_status(args: argparse.Namespace, run_dir: Path) -> int:
+    """Exit status 1, after the table, when supervisord is gone: the cluster is not what `up` made."""
+    if supervisor.running(run_dir) is None:
+        _report_orphans(args, run_dir)
+        raise _not_running(run_dir)
     cluster, api = _running(run_dir)
     if args.json:
-        print(status.as_json(cluster, run_dir, _collect(cluster, api)))
+        daemon = {"pid": api.getPID(), "running": True}
+        print(status.as_json(cluster, run_dir, _collect(cluster, api, run_dir), daemon))
     elif args.watch:
         with contextlib.suppress(KeyboardInterrupt):
-            _live(lambda: _show(cluster, api))
+            _live(lambda: _show(cluster, api, run_dir))
     else:
-        console.print(_show(cluster, api))
+        console.print(_show(cluster, api, run_dir))
     return 0
 
 
@@ -253,6 +353,7 @@ def cmd_scale(args: argparse.Namespace, run_dir: Path) -> int:
             f"a cluster needs at least one instance (got {args.n}); use `llmsim cluster down` to stop it"
         )
     cluster, api = _running(run_dir)
+    _check_range(cluster.base_port, args.n)
     before = cluster.size
     cluster.size = args.n
     if args.n < before:
@@ -270,7 +371,7 @@ def cmd_scale(args: argparse.Namespace, run_dir: Path) -> int:
             raise
         state.save(run_dir, cluster)
     console.print(f"scaled {cluster.name!r} from {before} to {args.n} instances")
-    console.print(_show(cluster, api))
+    console.print(_show(cluster, api, run_dir))
     return 0
 
 
@@ -318,7 +419,7 @@ def _configure(
     """
     cluster, _api = _running(run_dir)
     targets = _targets(cluster, instance_id)
-    token = control.admin_token(cluster)
+    token = control.admin_token(run_dir, cluster)
     failed = 0
     for instance in targets:
         try:
@@ -382,9 +483,31 @@ def cmd_latency(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def cmd_down(args: argparse.Namespace, run_dir: Path) -> int:
-    cluster, api = _running(run_dir)
-    _shutdown(run_dir, api, cluster)
-    console.print(f"cluster {cluster.name!r} stopped; logs kept in {run_dir / supervisor.LOGS}")
+    """Also stops what a dead supervisord left running, and clears the files it left."""
+    api = supervisor.running(run_dir)
+    try:
+        cluster = state.load(run_dir)
+    except ClusterError:
+        cluster = None  # a broken cluster.json must not keep anyone from stopping the processes
+    name = cluster.name if cluster else args.name
+    logs = f"logs kept in {run_dir / supervisor.LOGS}"
+    if api is not None or supervisor.daemon(run_dir) is not None:
+        _shutdown(run_dir, api, cluster)
+        console.print(f"cluster {name!r} stopped; {logs}", soft_wrap=True)
+        return 0
+    left = _leftovers(run_dir)
+    if not left and not supervisor.traces(run_dir):
+        raise _nothing_here(run_dir)
+    pid = supervisor.recorded_pid(run_dir)
+    its = f"its supervisord (pid {pid})" if pid else "its supervisord"
+    _shutdown(run_dir, None, cluster)
+    if left:
+        what = f"cluster {name!r} had lost {its}; stopped the instances left running: {_listing(left)}"
+    else:
+        what = (
+            f"cluster {name!r} was not running: {its} had died, and its instances with it; cleared {run_dir}"
+        )
+    console.print(f"{what}; {logs}", soft_wrap=True)
     return 0
 
 
@@ -449,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--types",
         dest="types",
         metavar="TYPES",
-        help="fault type, or a comma list to pick from: rate_limit, server_error, overloaded, bad_gateway, "
-        "timeout, context_length, auth, disconnect, malformed, slow (the instance's default: server_error)",
+        help=f"fault type, or a comma list to pick from: {', '.join(FaultType.__members__)} "
+        f"(the instance's default: {','.join(control.DEFAULT_FAULT_TYPES)})",
     )
     fault.add_argument(
         "--rate",
@@ -480,8 +603,9 @@ def main(argv: list[str]) -> int:
     if serve_args and args.command != "up":
         parser.error("flags after -- are passed to `llmsim serve` and only make sense with `up`")
     args.serve_args = serve_args
-    run_dir = state.run_dir(args.name, args.run_dir)
+    run_dir: Path | str = args.run_dir or os.environ.get("LLMSIM_RUN_DIR") or "?"  # for messages until known
     try:
+        run_dir = state.run_dir(args.name, args.run_dir)
         return args.handler(args, run_dir)
     except ClusterError as exc:
         print(f"llmsim cluster: {exc}", file=sys.stderr)
@@ -491,8 +615,9 @@ def main(argv: list[str]) -> int:
         # Whoever read our output stopped early (`| head`): not supervisord's fault, not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except OSError as exc:
-        print(f"llmsim cluster: lost contact with supervisord in {run_dir}: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - whatever it is, one sentence and status 1, no traceback
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+        print(f"llmsim cluster: {type(exc).__name__}: {why} (run dir {run_dir})", file=sys.stderr)
     return 1

@@ -6,18 +6,22 @@ failure becomes a :class:`ControlError` that names the instance in one sentence.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import socket
+from pathlib import Path
 from typing import Any
 
-from cluster import ClusterError
+from cluster import ClusterError, serve, supervisor
 from cluster.state import Cluster, Instance
+from llmsim.faults import DEFAULT_TYPES
+from llmsim.settings import read_file
 
 TIMEOUT_S = 5.0
-TOKEN_FLAG = "--admin-token"
-TOKEN_ENV = "LLMSIM_ADMIN_TOKEN"
-DEFAULT_FAULT_TYPES = ("server_error",)  # what the server injects when failure_types is unset
+TOKEN_ENV = serve.env_name(serve.ADMIN_TOKEN)
+DEFAULT_FAULT_TYPES = tuple(t.value for t in DEFAULT_TYPES)  # what the server injects without failure_types
 
 
 class ControlError(ClusterError):
@@ -28,19 +32,37 @@ class ControlError(ClusterError):
         self.status = status
 
 
-def admin_token(cluster: Cluster | None) -> str | None:
-    """The token the instances were started with: ``--admin-token`` in serve_args, else the env.
+def admin_token(run_dir: Path, cluster: Cluster | None) -> str | None:
+    """The admin token the instances run with; None if there is none to be found.
 
-    Flags win over the environment in ``llmsim serve``, so they win here too.
+    `up` passes a token in supervisord's environment, which the instances inherit, and writes it
+    nowhere; so it is read back from there (supervisord's, else a surviving instance's: our own
+    processes, whose environment only our user can read). Else ``--admin-token-file`` (in the
+    serve flags or that environment), else ``$LLMSIM_ADMIN_TOKEN`` here.
     """
-    args = cluster.serve_args if cluster else []
-    token: str | None = None
-    for k, arg in enumerate(args):
-        if arg == TOKEN_FLAG and k + 1 < len(args):
-            token = args[k + 1]
-        elif arg.startswith(TOKEN_FLAG + "="):
-            token = arg.split("=", 1)[1]
-    return token or os.environ.get(TOKEN_ENV) or None
+    pid = supervisor.daemon(run_dir) or next(iter(supervisor.members(run_dir)), None)
+    env = supervisor.environ(pid) if pid else {}
+    if env.get(TOKEN_ENV):
+        return env[TOKEN_ENV]
+    path = env.get(serve.env_name(serve.ADMIN_TOKEN_FILE))
+    if cluster:  # a flag wins over the environment, as in `llmsim serve`
+        path = serve.extract(cluster.serve_args, {serve.ADMIN_TOKEN_FILE})[1].get(
+            serve.ADMIN_TOKEN_FILE, path
+        )
+    if path:
+        with contextlib.suppress(ValueError, OSError):  # unreadable here: the instance will say 401
+            workdir = Path(cluster.workdir if cluster else ".")
+            return read_file(workdir / path, "admin token file", limit=4096).strip()
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def connected_to_itself(sock: socket.socket) -> bool:
+    """A connect to a local port nobody listens on can pick that same port as its source (TCP
+    simultaneous open, when the port is in the ephemeral range): the socket then talks to itself."""
+    try:
+        return sock.getsockname() == sock.getpeername()
+    except OSError:
+        return False
 
 
 def request(
@@ -61,6 +83,9 @@ def request(
         headers["authorization"] = f"Bearer {token}"
     conn = http.client.HTTPConnection(instance.host, instance.port, timeout=timeout)
     try:
+        conn.connect()
+        if conn.sock is not None and connected_to_itself(conn.sock):
+            raise ConnectionRefusedError(f"nothing listens on port {instance.port} (connected to itself)")
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         raw = response.read()

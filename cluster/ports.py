@@ -7,6 +7,20 @@ import socket
 from pathlib import Path
 
 _LISTEN = "0A"
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel picks outgoing connections' source ports from (Linux; else IANA's).
+
+    A server port in there can be taken by any client in the meantime, and a connect to it while
+    nothing listens can reach itself (TCP simultaneous open).
+    """
+    try:
+        low, high = map(int, _EPHEMERAL.read_text().split())
+    except (OSError, ValueError):
+        return 49152, 65535
+    return low, high
 
 
 def is_free(host: str, port: int) -> bool:

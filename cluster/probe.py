@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cluster import routing, state
+from cluster import ClusterError, routing, state
 from cluster.probe_report import render_report, report_json
+from llmsim.identity import INSTANCE_HEADER
 
 UNKNOWN = "unknown"
-INSTANCE_HEADER = "x-llmsim-instance"
 
 
 class UsageError(Exception):
@@ -244,11 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         return _run(args)
-    except UsageError as exc:
-        err.print(f"[red]llmsim probe:[/] {exc}")
+    except (UsageError, ClusterError) as exc:
+        err.print(f"[red]llmsim probe:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - whatever it is, one sentence, no traceback
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+        err.print(
+            f"[red]llmsim probe:[/] {escape(f'{type(exc).__name__}: {why}')}", highlight=False, soft_wrap=True
+        )
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:

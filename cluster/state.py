@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from cluster import ClusterError
 
 DEFAULT_NAME = "default"
 FILE = "cluster.json"
@@ -62,25 +65,42 @@ def load(directory: str | os.PathLike[str] | None = None) -> Cluster | None:
     path = run_dir(override=directory) / FILE
     try:
         data = json.loads(path.read_text())
+        return Cluster(
+            name=data["name"],
+            host=data["host"],
+            base_port=data["base_port"],
+            id_prefix=data.get("id_prefix", "sim-"),
+            serve_args=list(data.get("serve_args", [])),
+            size=len(data["instances"]),
+            workdir=data.get("workdir", "."),
+        )
     except FileNotFoundError:
         return None
-    return Cluster(
-        name=data["name"],
-        host=data["host"],
-        base_port=data["base_port"],
-        id_prefix=data.get("id_prefix", "sim-"),
-        serve_args=list(data.get("serve_args", [])),
-        size=len(data["instances"]),
-        workdir=data.get("workdir", "."),
-    )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{path} is not a cluster description ({type(exc).__name__}: {exc})") from None
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) readable by us only; an existing one keeps its mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a file), mode 0600."""
+    private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save(directory: Path, cluster: Cluster) -> None:
-    """Write ``cluster.json`` atomically, so a reader never sees half a file."""
+    """Write ``cluster.json``: instances and serve flags, never a secret (see ``cluster.serve``)."""
     data = asdict(cluster)
     del data["size"]
     data["instances"] = [{**asdict(i), "url": i.url} for i in cluster.instances]
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(directory / FILE)
+    write_private(directory / FILE, json.dumps(data, indent=2) + "\n")

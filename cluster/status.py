@@ -27,7 +27,10 @@ from cluster.state import Cluster, Instance
 TIMEOUT_S = 0.5
 # Polled or changed by the cluster CLI itself; counting them would make an idle instance look busy.
 MONITORING = ("/health", "/llmsim/stats", "/llmsim/config", "/llmsim/reset")
-_STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "red", "FATAL": "red", "EXITED": "red"}
+_STATE_STYLE = {
+    **{"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "red", "FATAL": "red", "EXITED": "red"},
+    **{"ORPHANED": "bold red", "GONE": "red"},  # supervisord died: still running without it, or not
+}
 
 
 @dataclass
@@ -78,7 +81,16 @@ def _why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, http.client.HTTPException)
+# Anything a broken, half-started or impostor peer can make the stdlib raise: "unhealthy", never a crash.
+ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, http.client.HTTPException)
+
+
+def healthy(instance: Instance, timeout: float = TIMEOUT_S) -> bool:
+    """True if ``instance`` answers GET /health with status healthy; any failure is just False."""
+    try:
+        return get_json(instance, "/health", timeout).get("status") == "healthy"
+    except ERRORS:
+        return False
 
 
 def _row(instance: Instance, info: dict[str, Any] | None, token: str | None = None) -> Row:
@@ -90,7 +102,7 @@ def _row(instance: Instance, info: dict[str, Any] | None, token: str | None = No
     try:
         row.healthy = get_json(instance, "/health").get("status") == "healthy"
         row.health_ms = round((time.perf_counter() - started) * 1000, 1)
-    except _ERRORS as exc:
+    except ERRORS as exc:
         row.health_error = _why(exc)
         return row
     try:
@@ -99,7 +111,7 @@ def _row(instance: Instance, info: dict[str, Any] | None, token: str | None = No
         row.requests = counts["requests_total"] - monitoring
         active = counts.get("active") or {}  # an older instance has no "active"
         row.faults, row.latency = active.get("faults"), active.get("latency")
-    except _ERRORS as exc:
+    except ERRORS as exc:
         row.stats_error = _why(exc)
     return row
 
@@ -126,8 +138,12 @@ def summary(rows: list[Row]) -> dict[str, int]:
     }
 
 
-def as_json(cluster: Cluster, run_dir: Path, rows: list[Row]) -> str:
-    report = {"name": cluster.name, "run_dir": str(run_dir), "instances": [asdict(r) for r in rows]}
+def as_json(
+    cluster: Cluster, run_dir: Path, rows: list[Row], supervisord: dict[str, Any] | None = None
+) -> str:
+    """``supervisord`` is ``{"pid", "running"}``: running false means the rows are what it left behind."""
+    report = {"name": cluster.name, "run_dir": str(run_dir), "supervisord": supervisord}
+    report["instances"] = [asdict(r) for r in rows]
     return json.dumps({**report, "summary": summary(rows)}, indent=2)
 
 

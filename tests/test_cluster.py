@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import StringIO
@@ -20,19 +20,12 @@ import httpx
 import pytest
 from rich.console import Console
 
-from cluster import ports, state, status, supervisor
-from tests.servers import wait_until
+from cluster import cli as cluster_cli
+from cluster import control, ports, state, status, supervisor
+from cluster.state import Instance
+from tests.servers import free_port, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
-
-
-def free_run(n: int) -> int:
-    """A base port such that ``base .. base+n-1`` are all free on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randint(20000, 60000 - n)
-        if all(ports.is_free("127.0.0.1", p) for p in range(base, base + n)):
-            return base
-    raise RuntimeError(f"no run of {n} free ports found")
 
 
 @dataclass
@@ -42,8 +35,10 @@ class Cli:
     workdir: Path
     run_dir: Path
 
-    def __call__(self, *args: str | int, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}
+    def __call__(
+        self, *args: str | int, ok: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLMSIM_")}, **(env or {})}
         env.update(LLMSIM_RUN_DIR=str(self.run_dir), COLUMNS="200")
         done = subprocess.run(
             [sys.executable, "-m", "llmsim", "cluster", *map(str, args)],
@@ -61,11 +56,12 @@ class Cli:
         return {row["id"]: row for row in json.loads(self("status", "--json").stdout)["instances"]}
 
     def teardown(self) -> None:
-        """`down`, and if that fails, TERM supervisord: no test may leave one behind."""
-        if (self.run_dir / supervisor.SOCK).exists() and self("down", ok=False).returncode != 0:
-            pidfile = self.run_dir / supervisor.PIDFILE
-            if pidfile.exists():
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        """`down`; if that fails, SIGKILL what this run dir started: no test may leave a process behind."""
+        if supervisor.traces(self.run_dir) and self("down", ok=False).returncode != 0:
+            daemon = supervisor.daemon(self.run_dir)
+            supervisor.send(
+                [*([daemon] if daemon else []), *supervisor.members(self.run_dir)], signal.SIGKILL
+            )
 
 
 def make_cli(tmp: Path) -> Cli:
@@ -92,7 +88,7 @@ def serves_as(port: int, instance_id: str) -> bool:
 def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, int]]:
     """One 3-instance cluster shared by the tests that leave it as they found it."""
     cli = make_cli(tmp_path_factory.mktemp("three"))
-    base = free_run(3)
+    base = free_port(3)
     try:
         cli("up", "-n", 3, "--base-port", base)
         yield cli, base
@@ -178,7 +174,7 @@ def test_unknown_instance_is_one_clear_error(three: tuple[Cli, int]) -> None:
 
 def test_scale_keeps_untouched_instances_serving(tmp_path: Path) -> None:
     cli = make_cli(tmp_path)
-    base = free_run(5)
+    base = free_port(5)
     stop = threading.Event()
     served: dict[int, int] = {base: 0, base + 1: 0}
     failures: list[str] = []
@@ -220,7 +216,7 @@ def test_scale_keeps_untouched_instances_serving(tmp_path: Path) -> None:
 
 def test_down_leaves_nothing_and_up_twice_is_an_error(tmp_path: Path) -> None:
     cli = make_cli(tmp_path)
-    base = free_run(2)
+    base = free_port(2)
     try:
         cli("up", "-n", 2, "--base-port", base)
         again = cli("up", "-n", 2, "--base-port", base, ok=False)
@@ -243,7 +239,7 @@ def test_down_leaves_nothing_and_up_twice_is_an_error(tmp_path: Path) -> None:
 
 def test_taken_port_is_one_clear_error_and_starts_nothing(tmp_path: Path) -> None:
     cli = make_cli(tmp_path)
-    base = free_run(3)
+    base = free_port(3)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", base + 1))
         squatter.listen()
@@ -259,3 +255,148 @@ def test_taken_port_is_one_clear_error_and_starts_nothing(tmp_path: Path) -> Non
 def test_bad_size_is_one_clear_error(tmp_path: Path, args: list[Any], message: str) -> None:
     done = make_cli(tmp_path)(*args, ok=False)
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+# --- supervisord dies: nothing is left behind -------------------------------------------------
+
+
+def test_instances_die_with_a_killed_supervisord_and_down_clears_up(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    base = free_port(2)
+    try:
+        cli("up", "-n", 2, "--base-port", base)
+        pids = [row["pid"] for row in cli.status().values()]
+        daemon = supervisor.recorded_pid(cli.run_dir)
+        assert daemon is not None
+        os.kill(daemon, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                not any(map(supervisor.alive, [daemon, *pids]))
+                and ports.is_free("127.0.0.1", base)
+                and ports.is_free("127.0.0.1", base + 1)
+            ),
+            timeout=15,
+            what="the instances to die with their supervisord (the tether)",
+        )
+        for command in (["status"], ["stop", "sim-1"], ["fault", "all", "--clear"]):
+            done = cli(*command, ok=False)
+            assert done.returncode == 1 and "Traceback" not in done.stderr
+            assert done.stderr.strip() == (
+                f"llmsim cluster: no cluster is running in {cli.run_dir}: its supervisord (pid {daemon}) died, "
+                "and its instances with it; `llmsim cluster down` clears what it left"
+            )
+        assert "was not running" in cli("down").stdout
+        assert sorted(p.name for p in cli.run_dir.iterdir()) == ["logs"]
+        cli("up", "-n", 2, "--base-port", base)
+        assert serves_as(base, "sim-1") and serves_as(base + 1, "sim-2")
+    finally:
+        cli.teardown()
+
+
+def test_leftovers_of_a_dead_supervisord_are_reported_and_stopped(tmp_path: Path) -> None:
+    """An instance that outlives its supervisord (no tether off Linux, or one that will not stop):
+    status shows it, `up` refuses to start over it, `down` stops it as supervisord would: SIGTERM,
+    then SIGKILL ``STOP_WAIT_S`` later. A stand-in that ignores SIGTERM plays it."""
+    cli = make_cli(tmp_path)
+    base = free_port(2)
+    state.save(cli.run_dir, state.Cluster("default", "127.0.0.1", base, size=2))
+    (cli.run_dir / supervisor.PIDFILE).write_text("999999999\n")  # beyond any pid_max: dead
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print(flush=True); time.sleep(120)"],
+        env={
+            **os.environ,  # what supervisord puts in the environment of its children
+            supervisor.SERVER_URL_ENV: f"unix://{cli.run_dir / supervisor.SOCK}",
+            supervisor.PROCESS_NAME_ENV: "sim-1",
+        },
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert stubborn.stdout is not None and stubborn.stdout.readline()  # SIGTERM is ignored from here
+        done = cli("status", "--json", ok=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip() == (
+            f"llmsim cluster: the cluster in {cli.run_dir} lost its supervisord (pid 999999999), but 1 of its "
+            f"instances still run without it: sim-1 (pid {stubborn.pid}); stop them with `llmsim cluster down`"
+        )
+        report = json.loads(done.stdout)
+        assert report["supervisord"] == {"pid": 999999999, "running": False}
+        rows = {row["id"]: row for row in report["instances"]}
+        assert rows["sim-1"]["state"] == "ORPHANED" and rows["sim-1"]["pid"] == stubborn.pid
+        assert rows["sim-2"]["state"] == "GONE" and rows["sim-2"]["pid"] is None
+        assert "ORPHANED" in cli("status", ok=False).stdout
+        up = cli("up", "-n", 2, "--base-port", base, ok=False)
+        assert up.returncode == 1 and f"sim-1 (pid {stubborn.pid})" in up.stderr
+
+        started = time.monotonic()
+        done = cli("down")
+        assert f"stopped the instances left running: sim-1 (pid {stubborn.pid})" in done.stdout
+        assert time.monotonic() - started >= supervisor.STOP_WAIT_S
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
+        assert list(cli.run_dir.iterdir()) == []
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+# --- no traceback, whatever happens -------------------------------------------------------------
+
+
+def _self_connected() -> socket.socket:
+    """A socket connected to itself, as a connect to an unused port in the ephemeral range can be."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    port = free_port()
+    sock.bind(("127.0.0.1", port))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_a_health_poll_that_reaches_itself_is_not_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = _self_connected()
+    assert control.connected_to_itself(probe)
+    probe.close()
+    with socket.socket() as other:
+        assert not control.connected_to_itself(other)  # not connected at all
+    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: _self_connected())
+    instance = Instance("sim-1", "127.0.0.1", 1)
+    with pytest.raises(ConnectionRefusedError, match="connected to itself"):
+        control.request(instance, "GET", "/health")
+    assert not status.healthy(instance)  # not http.client.BadStatusLine('GET /health HTTP/1.1')
+    assert status.collect(state.Cluster("c", "127.0.0.1", 1, size=1), [])[0].health_error == "refused"
+
+
+def test_unexpected_errors_are_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(*_: Any) -> int:
+        raise RuntimeError("boom\nand more")
+
+    monkeypatch.setattr(cluster_cli, "cmd_status", boom)
+    assert cluster_cli.main(["status", "--run-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"llmsim cluster: RuntimeError: boom (run dir {tmp_path})\n"
+
+    broken = make_cli(tmp_path / "broken")
+    broken.run_dir.mkdir(parents=True)
+    (broken.run_dir / state.FILE).write_text("{")
+    (tmp_path / "file").write_text("")
+    for cli, args in (
+        (broken, ["status"]),
+        (broken, ["fault", "all", "--clear"]),
+        (Cli(tmp_path, tmp_path / "file"), ["up", "-n", 1, "--base-port", free_port()]),
+    ):
+        done = cli(*args, ok=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "cleared" in broken("down").stdout  # a broken cluster.json does not stop `down`
+    assert not (broken.run_dir / state.FILE).exists()
+
+
+def test_free_port_stays_below_the_ephemeral_range() -> None:
+    low, _ = ports.ephemeral_range()
+    bases = [free_port(3) for _ in range(30)]
+    taken = [p for base in bases for p in range(base, base + 3)]
+    assert len(set(taken)) == len(taken)  # never the same port twice in one process
+    if low > 21000:
+        assert max(taken) < low

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import secrets
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 
 import httpx
 import pytest
 from rich.console import Console
 
-from cluster import control, state, status, supervisor
+from cluster import ClusterError, control, serve, state, status, supervisor
 from cluster.state import Cluster
-from tests.test_cluster import CHAT, Cli, free_run, make_cli, url
+from llmsim.settings import Settings
+from tests.servers import free_port
+from tests.test_cluster import CHAT, Cli, make_cli, url
 
 IDS = ["sim-1", "sim-2", "sim-3"]
 
@@ -23,7 +28,7 @@ IDS = ["sim-1", "sim-2", "sim-3"]
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, int]]:
     cli = make_cli(tmp_path_factory.mktemp("control"))
-    base = free_run(3)
+    base = free_port(3)
     try:
         cli("up", "-n", 3, "--base-port", base)
         yield cli, base
@@ -42,8 +47,9 @@ def cluster3(three: tuple[Cli, int]) -> Iterator[tuple[Cli, dict[str, int]]]:
         cli("latency", "all", "--clear", ok=False)
 
 
-def chat(port: int) -> httpx.Response:
-    return httpx.post(f"{url(port)}/v1/chat/completions", json=CHAT, timeout=10)
+def chat(port: int, key: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{url(port)}/v1/chat/completions", json=CHAT, headers=headers, timeout=10)
 
 
 def ttft(port: int) -> float:
@@ -214,34 +220,62 @@ def test_a_stopped_instance_is_reported_and_the_others_change(cluster3: tuple[Cl
         cli("start", "sim-3")
 
 
-def test_admin_token_from_serve_args(tmp_path) -> None:
+def test_secrets_stay_out_of_files_and_command_lines(tmp_path: Path) -> None:
+    """A token from `up`'s environment and API keys given as serve flags: the instances get both,
+    the CLI finds the token, and neither is in a run-dir file (all 0600), a command line or status."""
     cli = make_cli(tmp_path)
-    base = free_run(1)
+    base = free_port()
+    token, key = f"admin-{secrets.token_hex(8)}", f"sk-{secrets.token_hex(8)}"
     try:
-        cli("up", "-n", 1, "--base-port", base, "--", "--admin-token", "s3cret")
-        # The instance really demands it...
+        cli("up", "-n", 1, "--base-port", base, "--", "--api-keys", key, env={control.TOKEN_ENV: token})
+        # The instance really demands both...
         refused = httpx.patch(f"{url(base)}/llmsim/config", json={"failure_rate": 1.0}, timeout=5)
         assert refused.status_code == 401
-        # ...and the CLI sends the one in cluster.json's serve_args.
+        assert chat(base).status_code == 401
+        assert chat(base, key).status_code == 200
+        # ...and the CLI, with neither in its own environment, sends the token the instances run with.
         done = cli("fault", "sim-1", "--fail-first", 1)
         assert done.stdout.strip().endswith("faults: server_error first 1")
         row = cli.status()["sim-1"]
         assert row["stats_error"] is None and row["faults"]["fail_first_remaining"] == 1
-        assert row["requests"] == 0  # the CLI's own control calls are not traffic
-        assert chat(base).status_code == 500
+        assert chat(base, key).status_code == 500
         assert "latency: ttft 50ms" in cli("latency", "sim-1", "--ttft-ms", 50).stdout
+
+        pids = [supervisor.daemon(cli.run_dir), *supervisor.members(cli.run_dir)]
+        seen = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in pids if pid]
+        seen += [cli("status").stdout, cli("status", "--json").stdout]
+        assert stat.S_IMODE(cli.run_dir.stat().st_mode) == 0o700
+        for path in cli.run_dir.rglob("*"):
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is readable by others"
+            if path.is_file():
+                seen.append(path.read_text(errors="replace"))
+        assert len(seen) >= 8  # cmdlines, outputs, cluster.json, supervisord.conf, pidfile, logs
+        assert not [text for text in seen if token in text or key in text]
     finally:
         cli.teardown()
 
 
-def test_admin_token_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster = Cluster("c", "127.0.0.1", 8001, serve_args=["--admin-token", "flag"])
-    monkeypatch.setenv("LLMSIM_ADMIN_TOKEN", "env")
-    assert control.admin_token(cluster) == "flag"  # flags win over the environment, as in serve
-    assert control.admin_token(Cluster("c", "127.0.0.1", 8001, serve_args=["--admin-token=eq"])) == "eq"
-    assert control.admin_token(Cluster("c", "127.0.0.1", 8001)) == "env"
-    monkeypatch.setenv("LLMSIM_ADMIN_TOKEN", "")
-    assert control.admin_token(Cluster("c", "127.0.0.1", 8001)) is None
+def test_secret_flags_are_lifted_into_the_environment() -> None:
+    args = ["--admin-token", "t1", "--output-tokens", "5", "--api-keys=k1,k2", "--api-keys-file", "keys.txt"]
+    rest, env = serve.lift_secrets(args)
+    assert rest == ["--output-tokens", "5", "--api-keys-file", "keys.txt"]
+    assert env == {control.TOKEN_ENV: "t1", "LLMSIM_API_KEYS": "k1,k2"}
+    assert serve.lift_secrets(["--api-k", "x"]) == (["--api-k", "x"], {})  # ambiguous: serve refuses it
+    with pytest.raises(ClusterError, match="--admin-token after -- needs a value"):
+        serve.lift_secrets(["--admin-token"])
+    assert {serve.ADMIN_TOKEN, serve.ADMIN_TOKEN_FILE} <= set(Settings.model_fields)
+
+
+def test_admin_token_without_a_running_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(control.TOKEN_ENV, "env")
+    assert control.admin_token(tmp_path, None) == "env"
+    (tmp_path / "token.txt").write_text("from-file\n")
+    described = Cluster(
+        "c", "127.0.0.1", 8001, serve_args=["--admin-token-file", "token.txt"], workdir=str(tmp_path)
+    )
+    assert control.admin_token(tmp_path / "run", described) == "from-file"
+    monkeypatch.setenv(control.TOKEN_ENV, "")
+    assert control.admin_token(tmp_path, None) is None
 
 
 def test_descriptions() -> None:

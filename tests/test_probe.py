@@ -4,7 +4,6 @@ on synthetic counts."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -15,7 +14,7 @@ import pytest
 
 from cluster import routing
 from tests.nginx import run_nginx, upstream
-from tests.servers import wait_until
+from tests.servers import free_port, wait_until
 
 IDS = ["sim-1", "sim-2", "sim-3"]
 
@@ -68,26 +67,6 @@ def test_affinity() -> None:
 # --- a real cluster behind a real nginx ----------------------------------------------------
 
 
-def _consecutive_free_ports(n: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no run of free ports")
-
-
 def llmsim(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "llmsim", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
@@ -97,7 +76,7 @@ def llmsim(*args: str, cwd: Path | None = None, timeout: float = 120) -> subproc
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("probe-cluster")
-    base = _consecutive_free_ports(3)
+    base = free_port(3)
     up = llmsim("cluster", "up", "-n", "3", "--base-port", str(base), "--run-dir", str(run_dir))
     assert up.returncode == 0, up.stdout + up.stderr
     try:
@@ -221,10 +200,7 @@ def test_instance_stopped_mid_way_shows_as_shift_or_errors(cluster, tmp_path) ->
 
 
 def test_unreachable_url_exits_2() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = llmsim("probe", f"http://127.0.0.1:{port}", "--requests", "5")
+    result = llmsim("probe", f"http://127.0.0.1:{free_port()}", "--requests", "5")
     assert result.returncode == 2
     assert "could not reach" in result.stderr and "Traceback" not in result.stderr
 
