@@ -25,9 +25,10 @@ _LOREM = (
 ).split()
 
 
-# An echo of at most N tokens quotes at most this many characters a token of the message: more
-# than any token is long, so the cut never shows in the answer, and no more is tokenized.
-ECHO_CHARS_PER_TOKEN = 64
+# An echo of at most N tokens quotes at most this many characters a token of the message: about
+# four times a token's usual length, so the cut does not show in the answer, and no more is
+# tokenized.
+ECHO_CHARS_PER_TOKEN = 16
 
 
 def echo(last_user_text: str, tokens: int = MAX_OUTPUT_TOKENS) -> str:

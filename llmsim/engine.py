@@ -20,7 +20,7 @@ from operator import itemgetter
 
 from starlette.types import Receive, Scope, Send
 
-from llmsim import latency, limits
+from llmsim import latency, limits, tokens
 from llmsim.auth import Authenticator, KeyInfo, load_keys
 from llmsim.content import Content
 from llmsim.errors import APIError
@@ -170,7 +170,7 @@ class Engine:
             request.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         turn.model = request.model
         presence = turn.presence = Presence(receive)
-        if _heavy(request):
+        if _heavy(request, self.settings.output_tokens):
             generation = await presence.wait(_in_thread(generate, request, self.content))
         else:
             generation = generate(request, self.content)
@@ -296,25 +296,22 @@ class _Disconnect(Exception):
 
 ENDED_EARLY = (ClientGone, _Disconnect)
 
-# Prompts past this many characters (or outputs past this many tokens) are tokenized in a worker
-# thread: tiktoken releases the GIL, so the event loop keeps answering while it counts.
+# Requests whose text to tokenize (prompt, plus each choice's answer at ~4 characters a token)
+# passes this many characters are tokenized in a worker thread: tiktoken releases the GIL, so the
+# event loop keeps answering while it counts. So are those with schemas to generate, and the
+# first of a model whose vocabulary is not loaded yet.
 HEAVY_CHARS = 64 * 1024
-HEAVY_TOKENS = 4096
 _WORKERS = threading.BoundedSemaphore(2)  # heavy requests tokenized at once; others wait their turn
 
 
-def _heavy(request: GenerationRequest) -> bool:
-    if (
-        request.tools
-        or request.json_schema is not None
-        or request.n * (request.output_tokens or 0) > HEAVY_TOKENS
-    ):
+def _heavy(request: GenerationRequest, answer_tokens: int) -> bool:
+    if request.tools or request.json_schema is not None or not tokens.for_model(request.model).ready:
         return True
     size = 0
     for message in request.messages:
         for text in message.texts:
             size += len(text)
-    return size > HEAVY_CHARS
+    return size + request.n * (size + 4 * (request.output_tokens or answer_tokens)) > HEAVY_CHARS
 
 
 def _in_thread(function, *args) -> asyncio.Future:  # type: ignore[no-untyped-def, type-arg]

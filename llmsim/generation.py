@@ -141,6 +141,8 @@ def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice
 
 def generate(request: GenerationRequest, content: Content) -> Generation:
     tokenizer = tokens.for_model(request.model)
+    if request.n > 1:
+        tokenizer = tokens.Memo(tokenizer)
     choices = [
         _cut(request, tokenizer, content.draft(request, tokenizer, index)) for index in range(request.n)
     ]

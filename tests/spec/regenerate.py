@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 ROOTS = [
+    "CreateChatCompletionRequest",  # for tests/test_schemathesis.py
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
     "ListModelsResponse",
