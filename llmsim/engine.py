@@ -165,9 +165,12 @@ class Engine:
         self, scope: Scope, receive: Receive, turn: Turn, request: GenerationRequest
     ) -> Generation:
         """Content, faults, limits, the queue and the latency plan; raises what the client gets."""
-        request.output_tokens = turn.overrides.output_tokens
+        # The request may be shared (a surface's cache of identical bodies): change a copy.
+        if turn.overrides.output_tokens is not None:
+            request = replace(request, output_tokens=turn.overrides.output_tokens)
         if self.content.script is not None:
-            request.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            request = replace(request, headers=headers)
         turn.model = request.model
         presence = turn.presence = Presence(receive)
         if _heavy(request, self.settings.output_tokens):

@@ -80,6 +80,7 @@ class ExactTokenizer:
         self.name = encoding
         self._encoding: tiktoken.Encoding | None = None
         self._lock = threading.Lock()  # counting may run in worker threads (large prompts)
+        self._ascii = _TokenText(self)  # token ID -> its text, for the tokens ASCII text uses
         self._count_cached = lru_cache(maxsize=8192)(self._count)
         self._pieces_cached = lru_cache(maxsize=1024)(self._pieces)
 
@@ -106,14 +107,10 @@ class ExactTokenizer:
 
     def _pieces(self, text: str) -> list[str]:
         encoding = self.encoding
-        raw = list(map(encoding.decode_single_token_bytes, encoding.encode_ordinary(text)))
-        if text.isascii():  # one byte a character: slice the text itself
-            out, start = [], 0
-            for piece in raw:
-                end = start + len(piece)
-                out.append(text[start:end])
-                start = end
-            return out
+        ids = encoding.encode_ordinary(text)
+        if text.isascii():  # every token of ASCII text is ASCII: one string per token ID, kept
+            return list(map(self._ascii.__getitem__, ids))
+        raw = list(map(encoding.decode_single_token_bytes, ids))
         # A token can end inside a multi-byte character; hold bytes back until they decode.
         out = []
         pending = b""
@@ -127,6 +124,18 @@ class ExactTokenizer:
         if pending:
             out.append(pending.decode("utf-8", errors="replace"))
         return out
+
+
+class _TokenText(dict[int, str]):
+    """Filled on first use: bounded by the vocabulary's ASCII tokens (about 30,000 in o200k)."""
+
+    def __init__(self, tokenizer: ExactTokenizer) -> None:
+        super().__init__()
+        self._tokenizer = tokenizer
+
+    def __missing__(self, token: int) -> str:
+        text = self[token] = self._tokenizer.encoding.decode_single_token_bytes(token).decode("latin-1")
+        return text
 
 
 _WORDISH = re.compile(r"\s*[\w']{1,4}|\s*[^\w\s]|\s+")

@@ -7,7 +7,6 @@ import string
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import replace
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -267,8 +266,7 @@ CACHED_BODY_BYTES = 8 * 1024
 def parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, GenerationRequest]:
     if len(raw) > CACHED_BODY_BYTES:
         return _parse(raw, models)
-    body, neutral = _parse_cached(raw, models)
-    return body, replace(neutral)  # the engine fills in per-request fields on its own copy
+    return _parse_cached(raw, models)  # shared: the engine changes a copy, never the request
 
 
 def _parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, GenerationRequest]:
