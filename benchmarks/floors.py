@@ -4,6 +4,9 @@
 ``streaming``  bare Starlette: StreamingResponse of an async generator of the same 50 SSE events
                llmsim sends for a 47-token answer (role chunk, 47 content chunks, finish, [DONE]).
 ``sse``        the same 50 events through sse-starlette's EventSourceResponse (reference column).
+``mixed``      bare ASGI for the realistic mix: reads the body and answers the shape it asks for,
+               ``plain``'s chat.completion or, for ``"stream": true``, the 50 SSE events written one
+               by one (as llmsim writes them); nothing else of the body is looked at.
 
 Every body is built once at import; the floors pay only for HTTP and the framework.
 Serve with ``python -m uvicorn floors:plain --app-dir benchmarks`` (see bench_core.py).
@@ -105,16 +108,21 @@ _JSON_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def plain(scope, receive, send) -> None:
-    """A fixed chat.completion for every HTTP request, after reading the request body."""
+    """A fixed chat.completion for every HTTP request, after reading the request body (and
+    ignoring it: identical and unique bodies get the same answer at the same cost)."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await _lifespan(receive, send)
     if scope["type"] != "http":
         return
     more = True
@@ -123,6 +131,37 @@ async def plain(scope, receive, send) -> None:
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
     await send({"type": "http.response.body", "body": COMPLETION})
+
+
+_SSE_RAW_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+# How the mix's corpus (bench_core.py, json.dumps defaults) writes a request for a stream.
+STREAM_MARKER = b'"stream": true'
+
+
+async def mixed(scope, receive, send) -> None:
+    """``plain``, except that a body asking for a stream gets the 50 SSE events, one write each."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["type"] != "http":
+        return
+    parts = []
+    more = True
+    while more:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    if STREAM_MARKER not in b"".join(parts):
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
+        await send({"type": "http.response.body", "body": COMPLETION})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": _SSE_RAW_HEADERS})
+    for event in STREAM_BYTES:
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _ok(request: Request) -> Response:

@@ -97,6 +97,12 @@ class Server:
                 raise TimeoutError(f"{self.name} not ready on {self.url} after {timeout:.0f}s")
             time.sleep(0.05)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system, all threads) the server has used so far; None off Linux."""
+        if self.process is None:
+            return None
+        return process_cpu_seconds(self.process.pid)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -108,6 +114,15 @@ class Server:
             self.process.wait()
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc (taskset execs the server, so the pid is its own)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class WrkResult:
     requests: int
@@ -115,10 +130,17 @@ class WrkResult:
     errors: int  # socket errors + non-2xx/3xx responses
     p50_ms: float
     p99_ms: float
+    server_cpu_s: float | None = None  # CPU time the server used during the run, when measured
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_cpu_s(self) -> float | None:
+        """Requests per CPU-second of the server: what a shared, noisy machine disturbs least
+        (another process taking the CPU slows the server down, not each request's work)."""
+        return self.requests / self.server_cpu_s if self.server_cpu_s else None
 
 
 _WRK_JSON = re.compile(r"^WRK_JSON (.*)$", re.M)
@@ -132,8 +154,17 @@ def run_wrk(
     duration: float,
     threads: int = 1,
     connections: int = 64,
+    script_args: Sequence[str] = (),
+    timeout_s: float | None = None,
 ) -> WrkResult:
-    argv = [*pin, wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "-s", str(script), url]
+    """One wrk run; ``script_args`` go to the script's ``init(args)``, ``timeout_s`` replaces wrk's
+    2 s request timeout."""
+    argv = [*pin, wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "-s", str(script)]
+    if timeout_s is not None:
+        argv.append(f"--timeout={timeout_s:g}s")
+    argv.append(url)
+    if script_args:
+        argv += ["--", *script_args]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     match = _WRK_JSON.search(out.stdout)
     if out.returncode != 0 or not match:

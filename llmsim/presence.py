@@ -70,5 +70,14 @@ class Presence:
             handle.cancel()
 
     def close(self) -> None:
-        if self._gone is not None and not self._gone.done():
-            self._gone.cancel()
+        """Stop listening, and drop the references (to the server's request cycle, which holds
+        the scope, which holds this request's Turn) that would leave a cycle for the GC."""
+        gone, self._gone, self._receive = self._gone, None, _closed
+        if gone is not None:
+            gone.remove_done_callback(self._wake)
+            if not gone.done():
+                gone.cancel()
+
+
+async def _closed() -> Any:
+    raise RuntimeError("the request is over")
