@@ -7,7 +7,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from cluster import ports
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -53,9 +54,7 @@ def cpu_pins() -> tuple[list[str], list[str]]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return ports.pick_free()  # below the ephemeral range, as the tests' ports
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -56,3 +57,25 @@ def owner(port: int) -> str | None:
         except OSError:
             continue
     return None
+
+
+_handed_out: set[int] = set()
+
+
+def pick_free(count: int = 1) -> int:
+    """The first of ``count`` consecutive free loopback ports, none handed out before in this process.
+
+    Chosen below the kernel's ephemeral range (from 20000), never from it: there any outgoing
+    connection may take the port before the server binds it, and polling the port before the
+    server listens can connect the socket to itself (TCP simultaneous open).
+    """
+    low, high = ephemeral_range()
+    spans = [(20000, low - count), (high + 1, 65536 - count), (1024, 65536 - count)]
+    first, last = next((a, b) for a, b in spans if b - a >= 1000)
+    for _ in range(1000):
+        base = random.randint(first, last)
+        run = range(base, base + count)
+        if _handed_out.isdisjoint(run) and all(is_free("127.0.0.1", p) for p in run):
+            _handed_out.update(run)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports in {first}-{last + count - 1}")

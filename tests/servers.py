@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import time
@@ -15,26 +14,7 @@ import httpx
 
 from cluster import ports
 
-_handed_out: set[int] = set()
-
-
-def free_port(count: int = 1) -> int:
-    """The first of ``count`` consecutive free loopback ports, none handed out before in this process.
-
-    Chosen below the kernel's ephemeral range (from 20000), never from it: there any outgoing
-    connection may take the port before the server binds it, and polling the port before the
-    server listens can connect the socket to itself (TCP simultaneous open).
-    """
-    low, high = ports.ephemeral_range()
-    spans = [(20000, low - count), (high + 1, 65536 - count), (1024, 65536 - count)]
-    first, last = next((a, b) for a, b in spans if b - a >= 1000)
-    for _ in range(1000):
-        base = random.randint(first, last)
-        run = range(base, base + count)
-        if _handed_out.isdisjoint(run) and all(ports.is_free("127.0.0.1", p) for p in run):
-            _handed_out.update(run)
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports in {first}-{last + count - 1}")
+free_port = ports.pick_free  # the tests' ports: below the ephemeral range
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
