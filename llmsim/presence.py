@@ -60,14 +60,26 @@ class Presence:
             self._waiter = None
 
     async def sleep(self, delay: float) -> None:
-        """Sleep ``delay`` seconds (the same timer as ``asyncio.sleep``), or raise ClientGone."""
+        """Sleep ``delay`` seconds (the same timer as ``asyncio.sleep``), or raise ClientGone.
+
+        The per-token wait of every paced stream, so :meth:`wait` is inlined; the timer needs
+        cancelling only when the sleep is cut short."""
+        gone = self._gone or self._watch()
+        if gone.done():
+            raise ClientGone
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         handle = loop.call_later(delay, _resolve, future)
+        self._waiter = future
         try:
-            await self.wait(future)
-        finally:
+            await future
+        except asyncio.CancelledError:
             handle.cancel()
+            if gone.done():
+                raise ClientGone from None
+            raise
+        finally:
+            self._waiter = None
 
     def close(self) -> None:
         """Stop listening, and drop the references (to the server's request cycle, which holds
