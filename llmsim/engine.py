@@ -174,7 +174,7 @@ class Engine:
         turn.model = request.model
         presence = turn.presence = Presence(receive)
         if _heavy(request, self.settings.output_tokens):
-            generation = await presence.wait(_in_thread(generate, request, self.content))
+            generation = await presence.wait(in_thread(generate, request, self.content))
         else:
             generation = generate(request, self.content)
         turn.prompt_tokens = generation.prompt_tokens
@@ -317,7 +317,7 @@ def _heavy(request: GenerationRequest, answer_tokens: int) -> bool:
     return size + request.n * (size + 4 * (request.output_tokens or answer_tokens)) > HEAVY_CHARS
 
 
-def _in_thread(function, *args) -> asyncio.Future:  # type: ignore[no-untyped-def, type-arg]
+def in_thread(function, *args) -> asyncio.Future:  # type: ignore[no-untyped-def, type-arg]
     """Run ``function`` in a daemon thread (it cannot hold up a shutdown); the future resolves in
     the loop. A client that leaves abandons the result; the thread finishes its bounded work."""
     loop = asyncio.get_running_loop()

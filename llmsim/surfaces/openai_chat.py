@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
 from llmsim import schema_values
-from llmsim.engine import Engine
+from llmsim.engine import Engine, in_thread
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
 from llmsim.surfaces.validation import check_complexity, to_api_error
@@ -256,6 +256,10 @@ def _prompt_message(message: Any) -> PromptMessage:
         texts += (call.function.name, call.function.arguments)
     return PromptMessage(message.role, tuple(texts), fields.get("name"), images)
 
+
+# Bodies past this size are parsed in a worker thread: pydantic and orjson hold the GIL while
+# they work, but the event loop runs between their calls instead of waiting for all of them.
+PARSE_IN_THREAD_BYTES = 1024 * 1024
 
 # Bodies up to this size have their validated form remembered (the last 256): a load test or a
 # gateway's retry sends the same bytes again, and validation is a pure function of the bytes, as
@@ -579,7 +583,11 @@ class ChatCompletions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.engine
         turn = engine.admit(scope)
-        body, neutral = parse(await read_body(receive), engine.models)
+        raw = await read_body(receive)
+        if len(raw) > PARSE_IN_THREAD_BYTES:  # megabytes to parse: between parser calls the loop runs
+            body, neutral = await in_thread(parse, raw, engine.models)
+        else:
+            body, neutral = parse(raw, engine.models)
         try:
             generation = await engine.begin(scope, receive, turn, neutral)
             top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
