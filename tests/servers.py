@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -68,3 +71,23 @@ def run_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def open_request(
+    server: Server, headers: dict[str, str], body: dict[str, Any] | None = None
+) -> socket.socket:
+    """Send a chat request on a connection of its own and return without reading the answer."""
+    data = json.dumps(body or HELLO).encode()
+    lines = [
+        "POST /v1/chat/completions HTTP/1.1",
+        f"host: 127.0.0.1:{server.port}",
+        "content-type: application/json",
+        f"content-length: {len(data)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+    return sock

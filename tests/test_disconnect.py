@@ -7,7 +7,6 @@ another. Clients are raw sockets: a test knows exactly when each request is in a
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import Server, run_server
+from tests.servers import Server, open_request, run_server
 
 SLOTS, QUEUE = 2, 10
 FREED_WITHIN_S = 1.0
@@ -52,21 +51,6 @@ def wait_for_load(server: Server, running: int, waiting: int, within: float) -> 
                 f"expected running={running} waiting={waiting}"
             )
         time.sleep(0.01)
-
-
-def open_request(server: Server, headers: dict[str, str], body: dict[str, Any] = OK) -> socket.socket:
-    """Send a chat request on a connection of its own and return without reading the answer."""
-    data = json.dumps(body).encode()
-    lines = [
-        f"POST {CHAT} HTTP/1.1",
-        f"host: 127.0.0.1:{server.port}",
-        "content-type: application/json",
-        f"content-length: {len(data)}",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
-    return sock
 
 
 def leave(sockets: list[socket.socket]) -> float:

@@ -25,6 +25,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
+from tests.hostile_schemas import binary_tree, nested_min_items, wrap
 from tests.openai_spec import validate
 from tests.servers import Server, run_server
 
@@ -115,15 +116,6 @@ def exact_usage(request: dict[str, Any], answer: dict[str, Any]) -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], usage
 
 
-def wrap(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``schema`` as the one required property of an object (tools and structured outputs take
-    an object at the top)."""
-    wrapped: dict[str, Any] = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
-    if defs:
-        wrapped["$defs"] = defs
-    return wrapped
-
-
 def tool(schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
@@ -173,22 +165,6 @@ def _nested_arrays(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
-def _binary_tree() -> dict[str, Any]:
-    node = {
-        "type": "object",
-        "properties": {"left": {"$ref": "#/$defs/node"}, "right": {"$ref": "#/$defs/node"}},
-        "required": ["left", "right"],
-    }
-    return wrap({"$ref": "#/$defs/node"}, {"node": node})
-
-
-def _nested_min_items(levels: int, size: int) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer"}
-    for _ in range(levels):
-        schema = {"type": "array", "items": schema, "minItems": size}
-    return wrap(schema)
-
-
 def _nested_objects(depth: int) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(depth):
@@ -198,7 +174,7 @@ def _nested_objects(depth: int) -> dict[str, Any]:
 
 # Schemas a generator must bound: a 200 must conform, or the request is refused naming the schema.
 EXPENSIVE_SCHEMAS = {
-    "binary tree, both children required": (_binary_tree(), (400,)),
+    "binary tree, both children required": (binary_tree(), (400,)),
     "minProperties 100000": (wrap({"type": "object", "minProperties": 100_000}), (200, 400)),
     "minItems 1000000": (
         wrap({"type": "array", "items": {"type": "integer"}, "minItems": 1_000_000}),
@@ -209,7 +185,7 @@ EXPENSIVE_SCHEMAS = {
         wrap({"type": "string", "pattern": r"^(\w+\s?)*!$", "minLength": 60}),
         (200, 400),
     ),
-    "five nested minItems 20": (_nested_min_items(5, 20), (200, 400)),
+    "five nested minItems 20": (nested_min_items(5, 20), (200, 400)),
 }
 MALFORMED_SCHEMAS = {
     "minLength 'abc'": wrap({"type": "string", "minLength": "abc"}),

@@ -24,6 +24,7 @@ from llmsim.schema_values import MAX_REF_DEPTH, SchemaError, generate
 from llmsim.settings import Settings
 from llmsim.surfaces import openai_chat
 from llmsim.tokens import ApproxTokenizer
+from tests.hostile_schemas import binary_tree, nested_min_items, wrap
 
 
 def check(schema: Any, seed: int = 0) -> Any:
@@ -436,12 +437,6 @@ def test_realistic_schemas_pass_the_check() -> None:
 # --- refused schemas -------------------------------------------------------------------------------
 
 
-def wrap(schema: Any, defs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`schema` as the one required property of an object, as tools and structured outputs take."""
-    wrapped: dict[str, Any] = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
-    return {**wrapped, "$defs": defs} if defs else wrapped
-
-
 MALFORMED = [
     {"type": "string", "minLength": "abc"},
     {"type": "string", "minLength": -1},
@@ -543,24 +538,8 @@ def test_openai_limits() -> None:
 # --- hostile schemas: refused, or bounded -------------------------------------------------------------
 
 
-def _binary_tree() -> dict[str, Any]:
-    node = {
-        "type": "object",
-        "properties": {"left": {"$ref": "#/$defs/node"}, "right": {"$ref": "#/$defs/node"}},
-        "required": ["left", "right"],
-    }
-    return wrap({"$ref": "#/$defs/node"}, {"node": node})
-
-
-def _nested_min_items(levels: int, size: int) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer"}
-    for _ in range(levels):
-        schema = {"type": "array", "items": schema, "minItems": size}
-    return wrap(schema)
-
-
 HOSTILE = {  # a tester's reproductions (items 2 and 5 of issue 10) and their neighbours
-    "binary tree, both children required": _binary_tree(),
+    "binary tree, both children required": binary_tree(),
     "root recursion, both required": {
         "type": "object",
         "properties": {"l": {"$ref": "#"}, "r": {"$ref": "#"}},
@@ -590,8 +569,8 @@ HOSTILE = {  # a tester's reproductions (items 2 and 5 of issue 10) and their ne
     "backtracking: a pattern against an enum": wrap(
         {"type": "string", "pattern": "^(a|aa)+$", "enum": ["a" * (30 + i) + "!" for i in range(100)]}
     ),
-    "five nested minItems 20": _nested_min_items(5, 20),
-    "three nested minItems 20": _nested_min_items(3, 20),
+    "five nested minItems 20": nested_min_items(5, 20),
+    "three nested minItems 20": nested_min_items(3, 20),
     "objects nested 500 deep": _nested(500),
     "oneOf 1000 overlapping branches": wrap({"oneOf": [{"type": "integer"}] * 1000}),
     "not {}": wrap({"not": {}}),
@@ -674,7 +653,7 @@ def test_hostile_schemas_are_bounded(name: str) -> None:
 
 def test_budget_errors_name_the_root() -> None:
     with pytest.raises(SchemaError) as caught:
-        check_then_generate(_binary_tree())
+        check_then_generate(binary_tree())
     assert caught.value.path == "" and caught.value.context == ()
     assert "needs more output than llmsim generates" in caught.value.message
     with pytest.raises(SchemaError):
@@ -734,7 +713,7 @@ def test_malformed_schemas_are_400s_at_parse() -> None:
 def test_budget_errors_are_400s_at_generation() -> None:
     content = Content(Settings())
     prompt = [PromptMessage("user", ("hi",))]
-    tools = (ToolSpec("ok", wrap({"type": "integer"})), ToolSpec("tree", _binary_tree()))
+    tools = (ToolSpec("ok", wrap({"type": "integer"})), ToolSpec("tree", binary_tree()))
     request = GenerationRequest("gpt-4o", prompt, tools=tools, tool_choice="function:tree", seed=1)
     with pytest.raises(APIError) as caught:
         content.draft(request, ApproxTokenizer(), 0)
@@ -742,7 +721,7 @@ def test_budget_errors_are_400s_at_generation() -> None:
     assert caught.value.message.startswith(
         "Invalid schema for function 'tree': In context=(), the schema needs"
     )
-    request = GenerationRequest("gpt-4o", prompt, json_schema=_binary_tree(), seed=1)
+    request = GenerationRequest("gpt-4o", prompt, json_schema=binary_tree(), seed=1)
     with pytest.raises(APIError) as caught:
         content.draft(request, ApproxTokenizer(), 0)
     assert (caught.value.status, caught.value.param, caught.value.code) == (

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.servers import Server, run_server
+from tests.servers import Server, open_request, run_server
 
 TIMEOUT_S = 2  # --shutdown-timeout of these instances
 MARGIN_S = 2.0  # process exit and interpreter teardown after the timeout
@@ -23,20 +21,6 @@ DEFAULT_TIMEOUT_S = 5  # without the flag
 LONG_TTFT = {"x-llmsim-ttft-ms": "600000"}
 OK = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 CHAT = "/v1/chat/completions"
-
-
-def open_request(server: Server, headers: dict[str, str], body: dict[str, Any] = OK) -> socket.socket:
-    data = json.dumps(body).encode()
-    lines = [
-        f"POST {CHAT} HTTP/1.1",
-        f"host: 127.0.0.1:{server.port}",
-        "content-type: application/json",
-        f"content-length: {len(data)}",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
-    return sock
 
 
 def wait_running(server: Server, running: int, within: float = 5.0) -> None:
