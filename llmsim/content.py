@@ -11,7 +11,7 @@ import orjson
 from llmsim import schema_values
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema
 from llmsim.generation import DEFAULT_MAX_TOKENS, Choice, GenerationRequest, ToolCall
-from llmsim.latency import MAX_OUTPUT_TOKENS, Dist
+from llmsim.latency import Dist
 from llmsim.script import Answer, Script
 from llmsim.settings import ResponseMode, Settings
 from llmsim.tokens import Tokenizer
@@ -31,7 +31,7 @@ _LOREM = (
 ECHO_CHARS_PER_TOKEN = 16
 
 
-def echo(last_user_text: str, tokens: int = MAX_OUTPUT_TOKENS) -> str:
+def echo(last_user_text: str, tokens: int) -> str:
     return f'You said: "{last_user_text[: (tokens + 1) * ECHO_CHARS_PER_TOKEN]}"'
 
 

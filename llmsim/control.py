@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+from functools import partial
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -39,6 +39,7 @@ from llmsim.settings import (
     read_file,
 )
 from llmsim.stats import Stats
+from llmsim.workers import in_thread
 
 # What a client can do instead of naming a file.
 _INSTEAD = {
@@ -164,7 +165,7 @@ class Control:
                 raise APIError(400, message, param, "invalid_value") from None
             try:
                 if reload:  # reading and parsing a file (up to 1 MiB) must not stall the event loop
-                    swap = await run_in_threadpool(self.engine.configure, updated, reload, commit=False)
+                    swap = await in_thread(partial(self.engine.configure, updated, reload, commit=False))
                 else:
                     swap = self.engine.configure(updated, commit=False)
             except ValidationError:  # not expected (Settings checked the values); never echo its input

@@ -9,9 +9,6 @@ for the accounting (stats, metrics, access log).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -32,6 +29,7 @@ from llmsim.presence import ClientGone, Presence
 from llmsim.scheduler import Scheduler
 from llmsim.script import Script
 from llmsim.settings import Settings
+from llmsim.workers import in_thread
 
 _FAULT_HEADER = b"x-llmsim-fault"
 # A slow fault on an instance without latency still has to be slow: this is the TTFT it multiplies.
@@ -304,7 +302,6 @@ ENDED_EARLY = (ClientGone, _Disconnect)
 # event loop keeps answering while it counts. So are those with schemas to generate, and the
 # first of a model whose vocabulary is not loaded yet.
 HEAVY_CHARS = 64 * 1024
-_WORKERS = threading.BoundedSemaphore(2)  # heavy requests tokenized at once; others wait their turn
 
 
 def _heavy(request: GenerationRequest, answer_tokens: int) -> bool:
@@ -315,29 +312,6 @@ def _heavy(request: GenerationRequest, answer_tokens: int) -> bool:
         for text in message.texts:
             size += len(text)
     return size + request.n * (size + 4 * (request.output_tokens or answer_tokens)) > HEAVY_CHARS
-
-
-def in_thread(function, *args) -> asyncio.Future:  # type: ignore[no-untyped-def, type-arg]
-    """Run ``function`` in a daemon thread (it cannot hold up a shutdown); the future resolves in
-    the loop. A client that leaves abandons the result; the thread finishes its bounded work."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(outcome: object, failed: bool) -> None:
-        if not future.done():
-            future.set_exception(outcome) if failed else future.set_result(outcome)  # type: ignore[arg-type]
-
-    def work() -> None:
-        with _WORKERS:
-            try:
-                outcome, failed = function(*args), False
-            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting request
-                outcome, failed = exc, True
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-            loop.call_soon_threadsafe(settle, outcome, failed)
-
-    threading.Thread(target=work, name="llmsim-tokenize", daemon=True).start()
-    return future
 
 
 def _client(scope: Scope) -> str:

@@ -55,17 +55,6 @@ class Scheduler:
         if slot.done() and not slot.cancelled():
             self.release()
 
-    async def acquire(self) -> None:
-        """Take a slot, waiting in the queue if all are busy; raise when the queue is full."""
-        if self.try_acquire():
-            return
-        slot = self.enqueue()
-        try:
-            await slot
-        except BaseException:
-            self.abandon(slot)
-            raise
-
     def release(self) -> None:
         while self._queue:
             slot, _ = self._queue.popitem(last=False)

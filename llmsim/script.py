@@ -49,6 +49,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmsim.settings import FileError, describe_invalid, parse_yaml, read_file, schema_names
+from llmsim.workers import in_thread
 
 logger = logging.getLogger("llmsim")
 
@@ -311,13 +312,13 @@ class Script:
             return
         self._stamp = stamp  # stat before reading: a write racing the read triggers one more load
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # no event loop here (a test, a tool): load now
             self._loaded(self._load)
             return
         # On the server, read and parse in a worker thread: requests keep the old rules meanwhile.
         self._loading = True
-        loop.run_in_executor(None, self._load).add_done_callback(lambda done: self._loaded(done.result))
+        in_thread(self._load).add_done_callback(lambda done: self._loaded(done.result))
 
     def _loaded(self, result: Any) -> None:
         """Swap in the rules ``result()`` returns; on ScriptError keep the previous ones."""

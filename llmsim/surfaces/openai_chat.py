@@ -24,10 +24,11 @@ from pydantic_core import PydanticCustomError
 from starlette.types import Receive, Scope, Send
 
 from llmsim import schema_values
-from llmsim.engine import Engine, in_thread
+from llmsim.engine import Engine
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
 from llmsim.surfaces.validation import check_complexity, to_api_error
+from llmsim.workers import in_thread
 
 
 class _Model(BaseModel):
