@@ -14,6 +14,7 @@ from llmsim import __version__
 from llmsim.control import Control
 from llmsim.engine import Engine
 from llmsim.identity import resolve_instance_id
+from llmsim.journal import Journal
 from llmsim.pipeline import Pipeline
 from llmsim.settings import Settings
 from llmsim.stats import Stats
@@ -32,7 +33,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     instance_id = resolve_instance_id(settings)
     stats = Stats()
     engine = Engine(settings, instance_id)
-    control = Control(engine, stats, settings.admin_token)
+    journal = Journal(settings.journal_size) if settings.journal_size else None
+    control = Control(engine, stats, settings.admin_token, journal)
     log.info("llmsim %s instance %s serving %s", __version__, instance_id, ", ".join(settings.models))
 
     async def root(request: Request) -> Response:
@@ -76,8 +78,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         Route("/llmsim/config", control.get_config, methods=["GET"]),
         Route("/llmsim/config", control.patch_config, methods=["PATCH"]),
         Route("/llmsim/reset", control.reset, methods=["POST"]),
+        Route("/llmsim/requests", control.requests, methods=["GET"]),
     ]
     paths = {route.endpoint: route.path for route in routes}
     return Pipeline(
-        Router(routes), engine, stats, settings.max_body_bytes, paths, json_log=settings.log_format == "json"
+        Router(routes),
+        engine,
+        stats,
+        settings.max_body_bytes,
+        paths,
+        json_log=settings.log_format == "json",
+        journal=journal,
     )

@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from llmsim.engine import Engine
 from llmsim.errors import APIError
+from llmsim.journal import DEFAULT_LIMIT, MAX_LIMIT, Journal, valid_trace
 from llmsim.settings import (
     FILE_SETTINGS,
     RELOADABLE_SETTINGS,
@@ -53,6 +54,21 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status, media_type="application/json")
 
 
+def _number(query: Any, name: str, kind: type, low: float, high: float) -> float | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:  # NaN fails too
+        raise APIError(
+            400, f"Invalid '{name}': expected a number from {low:g} to {high:g}.", name, "invalid_value"
+        )
+    return value
+
+
 def read_admin_token(path: str) -> str:
     """The token in ``--admin-token-file``: one line, surrounding whitespace ignored."""
     token = read_file(path, "admin token file", limit=4096).strip()
@@ -62,9 +78,12 @@ def read_admin_token(path: str) -> str:
 
 
 class Control:
-    def __init__(self, engine: Engine, stats: Stats, admin_token: str | None) -> None:
+    def __init__(
+        self, engine: Engine, stats: Stats, admin_token: str | None, journal: Journal | None = None
+    ) -> None:
         self.engine = engine
         self.stats = stats
+        self.journal = journal
         settings = engine.settings
         self.access = settings.control_access
         if admin_token is None and settings.admin_token_file:
@@ -181,8 +200,25 @@ class Control:
         self._guard(request)
         self.stats.reset()
         self.engine.limits.reset()
-        self.engine.faults.counts.clear()
+        if self.journal is not None:
+            self.journal.clear()
         return _json({"reset": True})
+
+    async def requests(self, request: Request) -> Response:
+        """The journal: ``trace`` (a token prefix), ``since`` (arrival, Unix seconds), ``limit``."""
+        self._guard(request)
+        query = request.query_params
+        trace = query.get("trace") or None
+        if trace is not None and valid_trace(trace.encode("utf-8", "replace")) != trace.encode():
+            raise APIError(400, "Invalid 'trace': 1 to 64 of A-Z a-z 0-9 . _ -", "trace", "invalid_value")
+        since = _number(query, "since", float, 0.0, float("inf"))
+        limit = _number(query, "limit", int, 0, MAX_LIMIT)
+        journal = self.journal
+        if journal is None:
+            body: dict[str, Any] = {"size": 0, "total": 0, "entries": []}
+        else:
+            body = journal.query(trace, since, DEFAULT_LIMIT if limit is None else int(limit))
+        return _json({"instance": self.engine.instance_id, **body})
 
     async def stats_endpoint(self, request: Request) -> Response:
         self._guard(request)
@@ -194,7 +230,7 @@ class Control:
                 "running": engine.scheduler.running,
                 "waiting": engine.scheduler.waiting,
                 "active": {
-                    "faults": engine.faults.snapshot(),
+                    "faults": {**engine.faults.snapshot(), "faults": dict(self.stats.faults)},
                     "latency": {
                         "profile": settings.profile,
                         "prefill_overhead_ms": settings.prefill_overhead,

@@ -55,6 +55,8 @@ class Turn:
     pacer: Pacer | None = None
     acquired: bool = False
     presence: Presence | None = None
+    stream: bool = False
+    events: int | None = None  # SSE events sent, for a stream
 
 
 class Engine:
@@ -138,6 +140,7 @@ class Engine:
             if reseed:
                 faults.rng.seed(settings.fault_seed)
             faults.configure(rate=settings.failure_rate, types=fault_types, fail_first=fail_first)
+            faults.retry_after = self.scheduler.retry_after = settings.retry_after
             self.scheduler.max_queue = settings.max_queue
             self.scheduler.full_status = settings.queue_full_status
 
@@ -170,6 +173,7 @@ class Engine:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             request = replace(request, headers=headers)
         turn.model = request.model
+        turn.stream = request.stream
         presence = turn.presence = Presence(receive)
         if _heavy(request, self.settings.output_tokens):
             generation = await presence.wait(in_thread(generate, request, self.content))
@@ -180,11 +184,14 @@ class Engine:
         turn.finish_reason = generation.choices[0].finish_reason
 
         fault = self.faults.pick(turn.fault_header)
+        if fault is not None and fault.mid_stream and not request.stream:
+            fault = None  # nothing to cut or corrupt in a whole body: not injected, not counted
         if fault is not None:
             turn.fault = fault
-            self.metrics.fault(fault.type.value)
             if fault.immediate:
-                raise self.faults.error_for(fault, request.model, generation.prompt_tokens)
+                raise self.faults.error_for(
+                    fault, request.model, generation.prompt_tokens, turn.overrides.retry_after
+                )
 
         if self.limits.enabled:
             identity = turn.key.key if turn.key else _client(scope)
@@ -263,7 +270,7 @@ class Engine:
         fault = turn.fault if turn.fault is not None and turn.fault.mid_stream else None
         strike = fault.after if fault is not None and fault.after is not None else self.faults.after
         pacer = turn.pacer
-        sent = 0
+        sent = turn.events = 0
         # Events of one generation step (the role and first token, the last token and the
         # finish) leave in one write.
         for position, step in groupby(events, key=itemgetter(0)):
@@ -278,9 +285,10 @@ class Engine:
                     raise _Disconnect
                 await send({"type": "http.response.body", "body": MALFORMED_EVENT, "more_body": True})
                 fault = None
+                turn.events = sent = sent + 1
             chunks = [event for _, event in step]
             await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
-            sent += len(chunks)  # SSE events, as a client counts them
+            turn.events = sent = sent + len(chunks)  # SSE events, as a client counts them
         await send({"type": "http.response.body", "body": b""})
         self._observe(turn)
 

@@ -12,8 +12,12 @@ Three kinds of fault, by when they act:
   the client gives up or ``hang`` seconds pass; ``slow`` multiplies the time to first token by
   ``factor`` (so on an instant server it changes nothing).
 
-Selection, in order: the ``x-llmsim-fault`` header (``<type>[;after=K][;status=NNN][;hang=S]
-[;factor=F]``); then ``fail_first`` (the next N requests without the header fail, for retry
+An immediate fault answering 429 or 503 tells the client when to retry: ``retry-after`` and
+``retry-after-ms`` from the ``x-llmsim-retry-after`` header, else the fault's ``retry_after=S``,
+else the ``retry_after`` setting (0: no header, as many 503s come).
+
+Selection, in order: the ``x-llmsim-fault`` header (``<type>[;after=K][;status=NNN]
+[;retry_after=S][;hang=S][;factor=F]``); then ``fail_first`` (the next N requests without the header fail, for retry
 tests); then a seeded random draw at ``rate`` among ``types``.
 """
 
@@ -21,19 +25,19 @@ from __future__ import annotations
 
 import functools
 import random
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 from llmsim.errors import APIError
+from llmsim.limits import format_duration, retry_headers
 
 HEADER = "x-llmsim-fault"
 DEFAULT_AFTER = 3  # chunks sent before a mid-stream fault
 DEFAULT_HANG = 600.0  # seconds a timeout holds a request when no hang is given
 DEFAULT_SLOW_FACTOR = 10.0
-DEFAULT_RETRY_AFTER = 1  # seconds, on the rate_limit fault's 429
+DEFAULT_RETRY_AFTER = 1.0  # seconds, on 429/503 faults
 DEFAULT_CONTEXT_WINDOW = 128_000  # tokens named by the context_length fault's message
 
 # A chat.completion.chunk cut off mid-JSON, without its blank-line terminator: what a client sees
@@ -71,14 +75,15 @@ DEFAULT_TYPES = (FaultType.server_error,)  # what --failure-rate/--fail-first in
 
 # Which header parameters each type takes; anything else is a 400, not silently ignored.
 _PARAMS: dict[FaultType, frozenset[str]] = {
-    **{t: frozenset({"status"}) for t in IMMEDIATE},
+    **{t: frozenset({"status", "retry_after"}) for t in IMMEDIATE},
     **{t: frozenset({"after"}) for t in MID_STREAM},
     FaultType.timeout: frozenset({"hang"}),
     FaultType.slow: frozenset({"factor"}),
 }
 _VALID = ", ".join(t.value for t in FaultType)
 # The largest hang (an hour) and slow factor a header may ask for; NaN fails every bound.
-_LARGEST = {"hang": 3600.0, "factor": 1000.0}
+_LARGEST = {"hang": 3600.0, "factor": 1000.0, "retry_after": 3600.0}
+_FLOATS = frozenset(_LARGEST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class Fault:
     status: int | None = None  # immediate: overrides the status
     hang: float | None = None  # timeout: seconds before the connection is given up
     factor: float | None = None  # slow: time-to-first-token multiplier
+    retry_after: float | None = None  # immediate 429/503: seconds in retry-after (0: none)
 
     @property
     def immediate(self) -> bool:
@@ -128,7 +134,7 @@ def parse_header(
             allowed = ", ".join(sorted(_PARAMS[kind])) or "none"
             raise _bad(f"{kind.value} does not take {param[:40]!r} (parameters: {allowed}).")
         try:
-            number = float(raw) if key in ("hang", "factor") else int(raw)
+            number = float(raw) if key in _FLOATS else int(raw)
         except ValueError:
             raise _bad(f"{key} must be a number, got {raw[:40]!r}.") from None
         if key == "status" and not 400 <= number <= 599:
@@ -152,7 +158,7 @@ def _with_defaults(fault: Fault, after: int, hang: float, factor: float) -> Faul
 
 
 class FaultPolicy:
-    """Decides, per request, whether and how it fails; counts what it injected by type.
+    """Decides, per request, whether and how it fails (the pipeline counts what was injected).
 
     ``pick`` is O(1) and allocation-free on the common path (no header, no fault): Fault objects
     are built once, and header values are parsed once each (a small LRU cache).
@@ -168,7 +174,7 @@ class FaultPolicy:
         after: int = DEFAULT_AFTER,
         hang: float = DEFAULT_HANG,
         slow_factor: float = DEFAULT_SLOW_FACTOR,
-        retry_after: int = DEFAULT_RETRY_AFTER,
+        retry_after: float = DEFAULT_RETRY_AFTER,
         context_window: int = DEFAULT_CONTEXT_WINDOW,
         organization: str = "org-llmsim",
     ) -> None:
@@ -177,7 +183,6 @@ class FaultPolicy:
         self.context_window = context_window
         self.organization = organization
         self.rng = random.Random(seed)
-        self.counts: Counter[str] = Counter()
         self._parse = functools.lru_cache(maxsize=128)(parse_header)  # keyed by the defaults too
         self.rate = 0.0
         self.types: tuple[FaultType, ...] = DEFAULT_TYPES
@@ -219,43 +224,55 @@ class FaultPolicy:
             "failure_rate": self.rate,
             "failure_types": [t.value for t in self.types],
             "fail_first_remaining": self._first_left,
-            "faults": dict(self.counts),
         }
 
-    def pick(self, header_value: str | bytes | None) -> Fault | None:
-        """This request's fault, or None; counted in ``counts`` when there is one.
+    def pick(self, header_value: str | bytes | None, stream: bool = True) -> Fault | None:
+        """This request's fault, or None. Raises APIError 400 on a malformed header.
 
-        Raises APIError 400 on a malformed header. A header request does not use up fail-first.
+        A header request does not use up fail-first. A mid-stream fault drawn for a whole-body
+        response has nothing to act on: it is not injected, and does not use up fail-first.
         """
         if header_value:
             fault = self._parse(header_value, after=self.after, hang=self.hang, factor=self.slow_factor)
         elif self._first_left:
-            self._first_left -= 1
             fault = self._choose()
+            if fault.mid_stream and not stream:
+                return None
+            self._first_left -= 1
         elif self.rate and self.rng.random() < self.rate:
             fault = self._choose()
         else:
             return None
-        self.counts[fault.type.value] += 1
-        return fault
+        return None if fault.mid_stream and not stream else fault
 
     def _choose(self) -> Fault:
         faults = self._faults
         return faults[0] if len(faults) == 1 else faults[self.rng.randrange(len(faults))]
 
-    def error_for(self, fault: Fault, model: str = "gpt-4o", prompt_tokens: int = 0) -> APIError:
-        """The error response of an immediate fault, worded as OpenAI words it."""
+    def error_for(
+        self, fault: Fault, model: str = "gpt-4o", prompt_tokens: int = 0, retry_after: float | None = None
+    ) -> APIError:
+        """The error response of an immediate fault, worded as OpenAI words it.
+
+        ``retry_after``: the request's own override (``x-llmsim-retry-after``), which wins.
+        """
         kind = fault.type
+        if retry_after is None:
+            retry_after = fault.retry_after
+        wait = self.retry_after if retry_after is None else retry_after
         if kind is FaultType.rate_limit:
-            wait = self.retry_after
             error = APIError(
                 429,
                 f"Rate limit reached for {model} in organization {self.organization} on requests per "
-                f"min (RPM): Limit 3, Used 3, Requested 1. Please try again in {wait}s. "
+                f"min (RPM): Limit 3, Used 3, Requested 1. Please try again in {format_duration(wait)}. "
                 "Visit https://platform.openai.com/account/rate-limits to learn more.",
                 code="rate_limit_exceeded",
                 type="requests",
-                headers={"retry-after": str(wait)},
+                headers={
+                    "x-ratelimit-limit-requests": "3",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": format_duration(wait),
+                },
             )
         elif kind is FaultType.server_error:
             error = APIError(
@@ -291,4 +308,6 @@ class FaultPolicy:
             raise ValueError(f"{kind.value} is not an immediate fault")
         if fault.status is not None:
             error.status = fault.status
+        if error.status in (429, 503) or retry_after is not None:
+            error.headers |= retry_headers(wait)
         return error

@@ -42,6 +42,7 @@ class GenerationRequest:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    stream: bool = False
     output_tokens: int | None = None  # exact completion length (x-llmsim-output-tokens)
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str = "auto"  # none | auto | required | function:<name>

@@ -141,6 +141,7 @@ class Overrides:
     ttft_ms: float | None = None
     itl_ms: float | None = None
     output_tokens: int | None = None
+    retry_after: float | None = None  # seconds told to a client answered 429/503 by a fault
 
 
 # header -> (field, type, the largest value accepted): an hour to the first token, a minute a
@@ -150,6 +151,7 @@ _OVERRIDES = {
     b"x-llmsim-ttft-ms": ("ttft_ms", float, 3_600_000),
     b"x-llmsim-itl-ms": ("itl_ms", float, 60_000),
     b"x-llmsim-output-tokens": ("output_tokens", int, MAX_OUTPUT_TOKENS),
+    b"x-llmsim-retry-after": ("retry_after", float, 3600),
 }
 
 

@@ -27,6 +27,17 @@ SWEEP_INTERVAL = 60.0  # seconds between sweeps of idle identities
 _LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
 
 
+def retry_headers(seconds: float) -> dict[str, str]:
+    """``retry-after`` (whole seconds, rounded up, as HTTP has it) and the exact ``retry-after-ms``
+    that OpenAI's SDK reads first; none for 0."""
+    if seconds <= 0:
+        return {}
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
+
+
 def format_duration(seconds: float) -> str:
     """OpenAI's reset format, Go's time.Duration rounded to the millisecond.
 
@@ -250,6 +261,5 @@ class RateLimits:
     def _error(buckets: _Buckets, message: str, limit: str, wait: float | None) -> APIError:
         headers = {name.decode(): value.decode() for name, value in buckets.state().headers()}
         if wait is not None:  # a request larger than the limit never fits: nothing to wait for
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
-            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers |= retry_headers(wait)
         return APIError(429, message, code="rate_limit_exceeded", type=limit, headers=headers)

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmsim.auth import mask
 from llmsim.engine import ENDED_EARLY, Engine, turn_of
 from llmsim.errors import APIError, body_too_large
-from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER
+from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER, TRACE_HEADER
+from llmsim.journal import Entry, Journal, valid_trace
 from llmsim.presence import ClientGone
 from llmsim.stats import Stats
 
@@ -29,6 +30,7 @@ access_log = logging.getLogger("llmsim.access")
 
 _INSTANCE = INSTANCE_HEADER.encode()
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
+_TRACE = TRACE_HEADER.encode()
 JSON = b"application/json"
 CLIENT_CLOSED = 499  # nginx's name for a request whose client went away first
 
@@ -49,6 +51,7 @@ class Pipeline:
         max_body: int,
         paths: dict[Any, str],
         json_log: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -57,6 +60,7 @@ class Pipeline:
         self.stats = stats
         self.max_body = max_body
         self.json_log = json_log
+        self.journal = journal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,13 +72,23 @@ class Pipeline:
         scope["app"] = self
         request_id = b""
         length = -1
+        trace = None
+        header_bytes = 0
         for name, value in scope["headers"]:
+            header_bytes += len(value)
             if name == _REQUEST_ID:
                 request_id = value[:200]
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else -1
+            elif name == _TRACE:
+                trace = valid_trace(value)
         request_id = request_id or b"req_%032x" % random.getrandbits(128)
+        entry = None
+        # The control API's own traffic (polling the journal, among others) stays out of it.
+        if self.journal is not None and not scope["path"].startswith("/llmsim/"):
+            entry = scope["llmsim.entry"] = self.journal.open(request_id, trace, scope, header_bytes)
         status = 0
+        ended = "completed"
         stamp = [(_INSTANCE, self.instance), (_REQUEST_ID, request_id)]
 
         async def send_stamped(message: Message) -> None:
@@ -91,6 +105,7 @@ class Pipeline:
             # A declared length is enforced by the HTTP parser; only chunked bodies need counting.
             await self.app(scope, receive if length >= 0 else self._limited(receive), send_stamped)
         except ENDED_EARLY as exc:
+            ended = "client_gone" if isinstance(exc, ClientGone) else "cut"
             started_sending = status != 0
             # Counted as an abort, not a success: the client (or a disconnect fault) cut it short.
             status = CLIENT_CLOSED if isinstance(exc, ClientGone) else status or CLIENT_CLOSED
@@ -102,17 +117,21 @@ class Pipeline:
         except asyncio.CancelledError:
             # The shutdown timeout ran out and the server cancels what is left: a clean 503 if
             # nothing was sent yet, else the stream just ends (counted as an abort).
+            ended = "shutdown"
             if not status:
                 await send_error(SHUTTING_DOWN, send_stamped)
             elif (turn := turn_of(scope)) is not None:
                 turn.finish_reason = "abort"
         except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
             if status:
+                ended = "cut"
                 raise  # the response has started; all that is left is to drop the connection
             await send_error(self._as_api_error(exc, scope), send_stamped)
         finally:
             self.stats.in_flight -= 1
             self._account(scope, status or 500, started, request_id)
+            if entry is not None:
+                _complete(entry, scope, status or 500, ended, started)
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -144,8 +163,9 @@ class Pipeline:
                 endpoint,
                 turn.finish_reason,
             )
-            if turn.fault is not None:
+            if turn.fault is not None:  # counted here only: the reset-able stats and the metric
                 self.stats.faults[turn.fault.type.value] += 1
+                metrics.fault(turn.fault.type.value)
         if self.json_log:
             line: dict[str, Any] = {
                 "request_id": request_id.decode("latin-1"),
@@ -182,6 +202,24 @@ class Pipeline:
             return APIError(exc.status_code, message, headers=dict(exc.headers or {}))
         log.error("unhandled error on %s %s", method, path, exc_info=exc)
         return APIError(500, "The server had an error while processing your request.", code="internal_error")
+
+
+def _complete(entry: Entry, scope: Scope, status: int, ended: str, started: float) -> None:
+    entry.status = status
+    entry.ended = "error" if ended == "completed" and status >= 400 else ended
+    entry.duration_ms = round((time.monotonic() - started) * 1000, 3)
+    turn = turn_of(scope)
+    if turn is not None and turn.model:
+        entry.model, entry.stream, entry.events = turn.model, turn.stream, turn.events
+        if turn.fault is not None:
+            entry.fault = turn.fault.type.value
+        plan = turn.plan
+        if plan.prefill or turn.queued_s or plan.itls:
+            itls = plan.itls
+            entry.plan = {
+                "ttft_ms": round((turn.queued_s + plan.prefill) * 1000, 3),
+                "itl_ms": round(sum(itls) / len(itls) * 1000, 3) if itls else 0.0,
+            }
 
 
 async def send_error(error: APIError, send: Send) -> None:

@@ -11,13 +11,17 @@ import asyncio
 from collections import OrderedDict
 
 from llmsim.errors import APIError
+from llmsim.limits import retry_headers
 
 
 class Scheduler:
-    def __init__(self, max_running: int, max_queue: int | None, full_status: int = 429) -> None:
+    def __init__(
+        self, max_running: int, max_queue: int | None, full_status: int = 429, retry_after: float = 1.0
+    ) -> None:
         self.max_running = max_running  # 0: unlimited
         self.max_queue = max_queue  # None: unlimited
         self.full_status = full_status
+        self.retry_after = retry_after  # seconds a rejected client is told to wait
         self.running = 0
         # FIFO of waiters; a dict, so one that leaves is removed in O(1).
         self._queue: OrderedDict[asyncio.Future[None], None] = OrderedDict()
@@ -66,12 +70,15 @@ class Scheduler:
     def _full(self) -> APIError:
         if self.full_status == 503:
             return APIError(
-                503, "The engine is currently overloaded, please try again later.", code="overloaded"
+                503,
+                "The engine is currently overloaded, please try again later.",
+                code="overloaded",
+                headers=retry_headers(self.retry_after),
             )
         return APIError(
             429,
             "The server is handling too many requests right now (queue full). Please retry after a short wait.",
             code="queue_full",
             type="requests",
-            headers={"retry-after": "1"},
+            headers=retry_headers(self.retry_after),
         )

@@ -330,6 +330,13 @@ class Settings(BaseSettings):
     slow_factor: float = Field(
         10.0, ge=1, description="TTFT multiplier of the slow fault.", json_schema_extra=RUNTIME
     )
+    retry_after: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Seconds in Retry-After/retry-after-ms of 429/503 faults and a full queue; 0 sends none.",
+        json_schema_extra=RUNTIME,
+    )
     # Access
     api_keys: str | None = Field(
         None,
@@ -398,6 +405,12 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds a client may take to send a whole request, from its first byte "
         "(or from connecting); slower connections are closed.",
+    )
+    journal_size: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="Requests kept in the journal (GET /llmsim/requests); 0 keeps none.",
     )
     access_log: bool = Field(False, description="Log one line per request (costs throughput).")
     log_level: str = Field("info", description="critical, error, warning, info, debug or trace.")

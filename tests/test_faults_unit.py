@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pytest
 
@@ -70,7 +69,15 @@ def test_header_wins_and_does_not_use_up_fail_first() -> None:
     assert policy.pick("bad_gateway").type is FaultType.bad_gateway
     assert policy.pick(None).type is FaultType.server_error  # the default type
     assert policy.pick(None) is None
-    assert policy.counts == Counter({"bad_gateway": 1, "server_error": 1})
+
+
+def test_a_mid_stream_fault_is_not_drawn_for_a_whole_body() -> None:
+    """Nothing to cut in a non-streamed answer: no fault, and fail-first is kept for a stream."""
+    policy = FaultPolicy(types=["disconnect"], fail_first=1)
+    assert policy.pick(None, stream=False) is None
+    assert policy.pick("malformed", stream=False) is None
+    assert policy.pick(None, stream=True).type is FaultType.disconnect
+    assert policy.pick(None, stream=True) is None
 
 
 def test_fail_first_then_succeed_and_configure_restarts_it() -> None:
@@ -85,7 +92,6 @@ def test_fail_first_then_succeed_and_configure_restarts_it() -> None:
         "failure_rate": 0.0,
         "failure_types": ["overloaded"],
         "fail_first_remaining": 0,
-        "faults": {"overloaded": 4},
     }
 
 
@@ -117,16 +123,38 @@ def test_configure_validates() -> None:
             policy.configure(**kwargs)
 
 
+def test_retry_after_comes_from_the_request_then_the_fault_then_the_setting() -> None:
+    policy = FaultPolicy(retry_after=2)
+    fault = parse_header("rate_limit;retry_after=7.5")
+    assert policy.error_for(fault).headers["retry-after"] == "8"  # whole seconds, rounded up
+    assert policy.error_for(fault).headers["retry-after-ms"] == "7500"
+    assert policy.error_for(fault).headers["x-ratelimit-reset-requests"] == "7.5s"
+    assert policy.error_for(fault, retry_after=30).headers["retry-after"] == "30"
+    no_wait = policy.error_for(parse_header("overloaded;retry_after=0"))
+    assert no_wait.status == 503 and "retry-after" not in no_wait.headers
+    assert "retry-after" not in policy.error_for(Fault(FaultType.server_error)).headers  # a 500 says nothing
+    with pytest.raises(APIError):
+        parse_header("rate_limit;retry_after=7200")
+
+
 def test_errors_are_openai_shaped() -> None:
     policy = FaultPolicy(retry_after=2)
     rate = policy.error_for(Fault(FaultType.rate_limit), model="gpt-4o-mini")
-    assert rate.status == 429 and rate.headers == {"retry-after": "2"}
+    assert rate.status == 429
+    assert rate.headers == {
+        "retry-after": "2",
+        "retry-after-ms": "2000",
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+    }
     assert _error(rate)["type"] == "requests" and _error(rate)["code"] == "rate_limit_exceeded"
     assert rate.message.startswith("Rate limit reached for gpt-4o-mini in organization org-llmsim")
 
     server = _error(policy.error_for(Fault(FaultType.server_error)))
     assert server["message"].endswith("Sorry about that!") and server["type"] == "server_error"
     assert policy.error_for(Fault(FaultType.overloaded)).status == 503
+    assert policy.error_for(Fault(FaultType.overloaded)).headers["retry-after-ms"] == "2000"
     assert policy.error_for(Fault(FaultType.bad_gateway)).message == "Bad gateway."
 
     context = policy.error_for(Fault(FaultType.context_length), prompt_tokens=200_000)

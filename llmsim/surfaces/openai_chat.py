@@ -27,6 +27,7 @@ from llmsim import schema_values
 from llmsim.engine import Engine
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
+from llmsim.journal import trace_in_body
 from llmsim.surfaces.validation import check_complexity, to_api_error
 from llmsim.workers import in_thread
 
@@ -297,6 +298,7 @@ def _parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, G
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
         seed=body.seed,
+        stream=bool(body.stream),
     )
     if body.tools or body.tool_choice is not None:
         neutral.tools, neutral.tool_choice = _tools(body)
@@ -585,6 +587,9 @@ class ChatCompletions:
         engine = self.engine
         turn = engine.admit(scope)
         raw = await read_body(receive)
+        entry = scope.get("llmsim.entry")
+        if entry is not None and entry.trace is None:
+            entry.trace = trace_in_body(raw)
         if len(raw) > PARSE_IN_THREAD_BYTES:  # megabytes to parse: between parser calls the loop runs
             body, neutral = await in_thread(parse, raw, engine.models)
         else:
