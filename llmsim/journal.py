@@ -43,6 +43,7 @@ class Entry:
         "fault",
         "plan",
         "events",
+        "usage",
         "ended",
         "duration_ms",
     )
@@ -63,6 +64,7 @@ class Entry:
         self.fault: str | None = None
         self.plan: dict[str, float] | None = None
         self.events: int | None = None
+        self.usage: tuple[int, int] | None = None
         self.ended = "in_flight"
         self.duration_ms: float | None = None
 
@@ -89,6 +91,9 @@ class Entry:
             "fault": self.fault,
             "plan": self.plan,
             "events": self.events,
+            "usage": {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1]}
+            if self.usage
+            else None,
             "ended": self.ended,
             "duration_ms": self.duration_ms,
         }

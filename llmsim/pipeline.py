@@ -211,6 +211,7 @@ def _complete(entry: Entry, scope: Scope, status: int, ended: str, started: floa
     turn = turn_of(scope)
     if turn is not None and turn.model:
         entry.model, entry.stream, entry.events = turn.model, turn.stream, turn.events
+        entry.usage = (turn.prompt_tokens, turn.completion_tokens)
         if turn.fault is not None:
             entry.fault = turn.fault.type.value
         plan = turn.plan

@@ -53,6 +53,8 @@ def test_trace_from_the_header_or_the_prompt(sim: Server) -> None:
     assert first["model"] == "gpt-4o" and first["stream"] is False
     assert first["status"] == 200 and first["ended"] == "completed" and first["fault"] is None
     assert first["headers"]["x-llmsim-trace"] == f"{run}-1" and first["duration_ms"] >= 0
+    usage = by_header.json()["usage"]
+    assert first["usage"] == {k: usage[k] for k in ("prompt_tokens", "completion_tokens")}
     assert journal(sim, trace=f"{run}-1")["entries"] == [first]
 
 
