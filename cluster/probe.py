@@ -1,8 +1,11 @@
 """``llmsim probe URL``: send chat traffic through a gateway and verify how it was spread.
 
-The instance that served each response is read from ``x-llmsim-instance``, else from
-``system_fingerprint`` in the body or the stream's chunks; a response with neither was answered
-by the gateway itself and counts as "unknown".
+Each request is traced (:mod:`cluster.traffic`); who answered is read from the response
+(:mod:`cluster.responses`) and, when the instances' journals can be read, from them
+(:mod:`cluster.journals`, :mod:`cluster.reconcile`): so errors are attributed to the instance that
+produced them, or to the gateway, and retries, failover and hedging become visible. Which
+instances should get traffic comes from :mod:`cluster.inventory`; when that is unknown, the
+verdict says so instead of passing silently.
 """
 
 from __future__ import annotations
@@ -13,38 +16,23 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import aiohttp
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cluster import ClusterError, routing, state
+from cluster import ClusterError, inventory, journals, reconcile, routing
 from cluster.probe_report import render_report, report_json
-from llmsim.identity import INSTANCE_HEADER
+from cluster.traffic import CONN, Outcome, new_run_id, run_traffic
 
-UNKNOWN = "unknown"
+UNKNOWN = reconcile.UNKNOWN
+GATEWAY = reconcile.GATEWAY
 
 
 class UsageError(Exception):
     """Bad arguments or an unreachable URL: one sentence, exit code 2."""
-
-
-@dataclass
-class Outcome:
-    status: int | None  # None: no HTTP response at all (connection refused, reset, timeout)
-    instance: str
-    latency: float
-    ttft: float | None = None
-    session: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
 
 
 def target_url(url: str) -> str:
@@ -56,81 +44,6 @@ def target_url(url: str) -> str:
     return url
 
 
-def _fingerprint(payload: bytes) -> str | None:
-    try:
-        value = json.loads(payload).get("system_fingerprint")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and value else None
-
-
-async def _one(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str], stream: bool
-) -> Outcome:
-    started = time.perf_counter()
-    try:
-        async with http.post(url, json=body, headers=headers) as response:
-            instance = response.headers.get(INSTANCE_HEADER)
-            ttft = None
-            if stream and response.status == 200:
-                async for line in response.content:
-                    if not line.startswith(b"data: {"):
-                        continue
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
-                    instance = instance or _fingerprint(line[6:])
-            else:
-                payload = await response.read()
-                instance = instance or _fingerprint(payload)
-            return Outcome(response.status, instance or UNKNOWN, time.perf_counter() - started, ttft)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        reason = str(exc) or type(exc).__name__
-        return Outcome(None, UNKNOWN, time.perf_counter() - started, error=reason)
-
-
-async def run_traffic(
-    url: str,
-    requests: int,
-    concurrency: int,
-    *,
-    model: str = "gpt-4o-mini",
-    stream: bool = False,
-    headers: dict[str, str] | None = None,
-    sticky_header: str | None = None,
-    sessions: int = 10,
-    timeout: float = 30.0,
-    on_done: Any = None,
-) -> list[Outcome]:
-    """Send ``requests`` chat completions with at most ``concurrency`` in flight."""
-    next_index = iter(range(requests))
-    outcomes: list[Outcome] = []
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
-
-    async def worker(http: aiohttp.ClientSession) -> None:
-        for index in next_index:
-            request_headers = dict(headers or {})
-            session = None
-            if sticky_header:
-                session = f"session-{index % sessions}"
-                request_headers[sticky_header] = session
-            body = {
-                "model": model,
-                "messages": [{"role": "user", "content": f"llmsim probe request {index}"}],
-                "max_tokens": 16,
-                "stream": stream,
-            }
-            outcome = await _one(http, url, body, request_headers, stream)
-            outcome.session = session
-            outcomes.append(outcome)
-            if on_done:
-                on_done()
-
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as http:
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
-    return outcomes
-
-
 @dataclass
 class Result:
     url: str
@@ -140,10 +53,50 @@ class Result:
     max_error_rate: float
     stream: bool
     elapsed: float
+    inventory: inventory.Inventory = field(default_factory=inventory.Inventory)
+    journals: list[journals.Journal] = field(default_factory=list)
+    reconciliation: reconcile.Reconciliation | None = None
+    strict: bool = False
+    run_id: str = ""
+
+    def attributed(self, outcome: Outcome) -> str:
+        """The instance behind an outcome: from the response, else the journals; GATEWAY or UNKNOWN."""
+        story = self.reconciliation.stories.get(outcome.trace) if self.reconciliation else None
+        if story is not None:
+            who = story.answered_by if outcome.ok else story.blamed
+            if who:
+                return who
+        return outcome.instance or UNKNOWN
 
     @property
     def error_rate(self) -> float:
         return sum(not o.ok for o in self.outcomes) / max(1, len(self.outcomes))
+
+    @property
+    def journals_complete(self) -> bool:
+        return bool(self.journals) and all(j.complete for j in self.journals)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What keeps the verdict from being sure; ``--strict`` turns each into a failure."""
+        found = []
+        inv = self.inventory
+        if not inv.known:
+            seen = len({self.attributed(o) for o in self.outcomes} - {UNKNOWN, GATEWAY})
+            found.append(
+                f"instance set unknown: assumed the {seen} instance(s) that answered are all there are "
+                "(give --instances or --run-dir)"
+            )
+        found += inv.notes
+        if inv.known and not inv.targets():
+            found.append(
+                "no instance journal to read (give --instances as URLs, or --run-dir): "
+                "retries, failover and attribution not checked"
+            )
+        for journal in self.journals:
+            if journal.problem:
+                found.append(f"journal of {journal.instance}: {journal.problem}")
+        return found
 
     @property
     def passed(self) -> bool:
@@ -152,7 +105,13 @@ class Result:
             checks.append(self.distribution.passed)
         if self.affinity is not None:
             checks.append(self.affinity.passed)
+        if self.strict:
+            checks.append(not self.warnings)
         return all(checks)
+
+
+def _sent(outcomes: list[Outcome]) -> list[reconcile.Sent]:
+    return [reconcile.Sent(o.trace, o.started, o.ok, o.status, o.instance) for o in outcomes]
 
 
 def evaluate(
@@ -161,26 +120,40 @@ def evaluate(
     *,
     weights: dict[str, float] | None,
     check_distribution: bool,
-    instances: list[str] | int | None,
+    inv: inventory.Inventory,
     alpha: float,
     max_error_rate: float,
     stream: bool,
     elapsed: float,
+    collected: list[journals.Journal] | None = None,
+    strict: bool = False,
+    run_id: str = "",
 ) -> Result:
-    served = Counter(o.instance for o in outcomes if o.instance != UNKNOWN)
-    dist = routing.distribution(served, alpha, weights, instances) if check_distribution else None
-    pairs = [(o.session, o.instance) for o in outcomes if o.session and o.instance != UNKNOWN]
-    aff = routing.affinity(pairs) if any(o.session for o in outcomes) else None
-    return Result(url, outcomes, dist, aff, max_error_rate, stream, elapsed)
-
-
-def _instances(value: str | None, run_dir: str | None) -> list[str] | int | None:
-    if value:
-        if value.isdigit():
-            return int(value)
-        return [v.strip() for v in value.split(",") if v.strip()]
-    cluster = state.load(run_dir)
-    return [i.id for i in cluster.instances] if cluster else None
+    """The verdict from what the client saw and, when there are any, the instances' journals."""
+    collected = collected or []
+    result = Result(
+        url, outcomes, None, None, max_error_rate, stream, elapsed, inv, collected, None, strict, run_id
+    )
+    readable = {j.instance: j.entries for j in collected if j.read}
+    if readable:
+        complete = inv.known and inv.count is None and all(j.complete for j in collected)
+        complete = complete and len(collected) == len(inv.members)
+        result.reconciliation = reconcile.reconcile(_sent(outcomes), readable, complete)
+    who = [result.attributed(o) for o in outcomes]
+    served = Counter(w for w in who if w not in (UNKNOWN, GATEWAY))
+    expected = inv.expected()
+    if check_distribution:
+        if weights is not None:
+            named = expected if isinstance(expected, list) else sorted(served)
+            weights = routing.complete_weights(weights, named)
+        result.distribution = routing.distribution(served, alpha, weights, expected)
+    pairs = [
+        (o.session, w)
+        for o, w in zip(outcomes, who, strict=True)
+        if o.session and w not in (UNKNOWN, GATEWAY)
+    ]
+    result.affinity = routing.affinity(pairs) if any(o.session for o in outcomes) else None
+    return result
 
 
 def _headers(values: list[str], api_key: str | None) -> dict[str, str]:
@@ -199,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmsim probe",
         description="Send chat completions through a gateway and verify how it spread them across "
-        "llmsim instances. Exit code: 0 verdict passed, 1 distribution/affinity/error check "
-        "failed, 2 usage error or unreachable URL.",
+        "llmsim instances. Exit code: 0 verdict passed, 1 a check failed (or, with --strict, "
+        "a warning), 2 usage error or unreachable URL.",
     )
     p.add_argument(
         "url", help="gateway or instance URL; /v1/chat/completions is appended when it has no path"
@@ -222,10 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--instances",
-        help="IDs expected to get traffic (comma list) or just how many; default: the local cluster's",
+        help="instances expected to get traffic: IDs or URLs (comma list; URLs let the probe read their "
+        "journals) or just how many; default: the local cluster's running instances",
     )
     p.add_argument(
-        "--run-dir", help="local cluster run dir to read instance IDs from (default .llmsim/default)"
+        "--run-dir",
+        help="local cluster run dir (default $LLMSIM_RUN_DIR, else the nearest .llmsim/default upward)",
+    )
+    p.add_argument(
+        "--admin-token",
+        help="for the instances' journals (GET /llmsim/requests); default: the local cluster's, "
+        "else $LLMSIM_ADMIN_TOKEN",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on any warning: unknown instance set, journals that cannot be read",
     )
     p.add_argument("--sticky-header", metavar="NAME", help="check session affinity on this header instead")
     p.add_argument(
@@ -269,9 +254,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--expect: {exc}") from None
     check_distribution = args.expect is not None or not args.sticky_header
-    instances = _instances(args.instances, args.run_dir)
+    inv = inventory.resolve(args.instances, args.run_dir, args.admin_token)
     headers = _headers(args.header, args.api_key)
     console = Console() if Console().is_terminal else Console(width=120)
+    run_id = new_run_id()
+    targets = inv.targets()
+    before = asyncio.run(journals.totals(targets, inv.token)) if targets else {}
 
     started = time.perf_counter()
     with Progress(
@@ -289,6 +277,7 @@ def _run(args: argparse.Namespace) -> int:
                 url,
                 args.requests,
                 args.concurrency,
+                run_id=run_id,
                 model=args.model,
                 stream=args.stream,
                 headers=headers,
@@ -299,19 +288,23 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
     elapsed = time.perf_counter() - started
-    if all(o.status is None for o in outcomes):
-        raise UsageError(f"could not reach {url}: {outcomes[0].error}")
+    if all(o.failure == CONN for o in outcomes):
+        raise UsageError(f"could not reach {url}: {outcomes[0].detail}")
+    collected = asyncio.run(journals.collect(targets, f"{run_id}-", inv.token, before)) if targets else []
 
     result = evaluate(
         url,
         outcomes,
         weights=weights,
         check_distribution=check_distribution,
-        instances=instances,
+        inv=inv,
         alpha=args.alpha,
         max_error_rate=args.max_error_rate,
         stream=args.stream,
         elapsed=elapsed,
+        collected=collected,
+        strict=args.strict,
+        run_id=run_id,
     )
     if args.json:
         sys.stdout.write(json.dumps(report_json(result), indent=2) + "\n")

@@ -28,6 +28,24 @@ def parse_expect(spec: str) -> dict[str, float] | None:
     return weights
 
 
+def complete_weights(named: Mapping[str, float], instances: Sequence[str]) -> dict[str, float]:
+    """``--expect sim-1=3`` over sim-1..sim-4: the instances not named keep weight 1, as in nginx,
+    haproxy and LiteLLM; name one with weight 0 to expect it to get nothing."""
+    weights = {k: 1.0 for k in instances if k not in named}
+    return {**weights, **named}
+
+
+def describe(share: Mapping[str, float]) -> str:
+    """What a distribution was tested against, in words: "a uniform spread over 4 instances" or
+    "weights sim-1=3, sim-2=1, sim-3=1"."""
+    positive = {k: v for k, v in share.items() if v > 0}
+    if len(set(positive.values())) <= 1 and len(positive) == len(share):
+        return f"a uniform spread over {len(share)} instance{'s' * (len(share) != 1)}"
+    smallest = min(positive.values()) if positive else 1.0
+    parts = [f"{k}={v / smallest:.3g}" for k, v in sorted(share.items(), key=lambda kv: _natural(kv[0]))]
+    return "weights " + ", ".join(parts)
+
+
 @dataclass
 class Distribution:
     counts: dict[str, int]  # every expected instance (0 when it got nothing) plus any unexpected
