@@ -17,31 +17,18 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cluster import ClusterError, inventory, journals, reconcile, routing
+from cluster import ClusterError, gateway_args, inventory, journals, reconcile, routing
+from cluster.gateway_args import UsageError, target_url
 from cluster.probe_report import render_report, report_json
 from cluster.traffic import CONN, Outcome, new_run_id, run_traffic
 
 UNKNOWN = reconcile.UNKNOWN
 GATEWAY = reconcile.GATEWAY
-
-
-class UsageError(Exception):
-    """Bad arguments or an unreachable URL: one sentence, exit code 2."""
-
-
-def target_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"{url!r} is not an http(s) URL")
-    if parts.path in ("", "/"):
-        return url.rstrip("/") + "/v1/chat/completions"
-    return url
 
 
 @dataclass
@@ -156,18 +143,6 @@ def evaluate(
     return result
 
 
-def _headers(values: list[str], api_key: str | None) -> dict[str, str]:
-    headers = {}
-    for item in values:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise UsageError(f"--header takes K:V, got {item!r}")
-        headers[name.strip()] = value.strip()
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    return headers
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmsim probe",
@@ -175,42 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         "llmsim instances. Exit code: 0 verdict passed, 1 a check failed (or, with --strict, "
         "a warning), 2 usage error or unreachable URL.",
     )
-    p.add_argument(
-        "url", help="gateway or instance URL; /v1/chat/completions is appended when it has no path"
-    )
+    gateway_args.add_arguments(p)
     p.add_argument("--requests", "-n", type=int, default=200, help="requests to send (default 200)")
     p.add_argument("--concurrency", "-c", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--stream", action="store_true", help="stream responses; also reports TTFT")
-    p.add_argument("--model", default="gpt-4o-mini", help="model to ask for (default gpt-4o-mini)")
-    p.add_argument("--api-key", help="sent as Authorization: Bearer KEY")
-    p.add_argument(
-        "--header", "-H", action="append", default=[], metavar="K:V", help="extra header (repeatable)"
-    )
     p.add_argument(
         "--expect",
         help="'uniform' (the default without --sticky-header) or weights such as sim-1=3,sim-2=1",
     )
     p.add_argument(
         "--alpha", type=float, default=0.01, help="significance level of the chi-square test (0.01)"
-    )
-    p.add_argument(
-        "--instances",
-        help="instances expected to get traffic: IDs or URLs (comma list; URLs let the probe read their "
-        "journals) or just how many; default: the local cluster's running instances",
-    )
-    p.add_argument(
-        "--run-dir",
-        help="local cluster run dir (default $LLMSIM_RUN_DIR, else the nearest .llmsim/default upward)",
-    )
-    p.add_argument(
-        "--admin-token",
-        help="for the instances' journals (GET /llmsim/requests); default: the local cluster's, "
-        "else $LLMSIM_ADMIN_TOKEN",
-    )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="fail on any warning: unknown instance set, journals that cannot be read",
     )
     p.add_argument("--sticky-header", metavar="NAME", help="check session affinity on this header instead")
     p.add_argument(
@@ -219,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-error-rate", type=float, default=0.0, help="fraction of failed requests still passing (0.0)"
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (30)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of tables")
     return p
 
@@ -255,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--expect: {exc}") from None
     check_distribution = args.expect is not None or not args.sticky_header
     inv = inventory.resolve(args.instances, args.run_dir, args.admin_token)
-    headers = _headers(args.header, args.api_key)
+    headers = gateway_args.headers(args.header, args.api_key)
     console = Console() if Console().is_terminal else Console(width=120)
     run_id = new_run_id()
     targets = inv.targets()

@@ -1,4 +1,5 @@
-"""The ``llmsim`` command: ``serve``, ``cluster …`` and ``probe`` (the last two imported lazily)."""
+"""The ``llmsim`` command: ``serve``, ``cluster …``, ``probe`` and ``check`` (the last three imported
+lazily)."""
 
 from __future__ import annotations
 
@@ -113,10 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(serve)
     serve.set_defaults(handler=_serve)
-    # cluster and probe have their own parsers in cluster/; import them only when asked for.
+    # cluster, probe and check have their own parsers in cluster/; imported only when asked for.
     for name, summary in (
         ("cluster", "start and manage N instances under supervisord"),
         ("probe", "send traffic through a gateway and show how it was spread"),
+        ("check", "break instances behind a gateway on purpose and score how it copes"),
     ):
         sub = commands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
         sub.add_argument("rest", nargs=argparse.REMAINDER)
@@ -128,7 +130,7 @@ def _delegate(name: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        module = importlib.import_module(f"cluster.{name if name == 'probe' else 'cli'}")
+        module = importlib.import_module(f"cluster.{'cli' if name == 'cluster' else name}")
         return module.main(args.rest)
 
     return run
