@@ -57,6 +57,8 @@ class Run:
 
 @dataclass
 class Testbed:
+    __test__ = False  # a name pytest would otherwise collect
+
     url: str  # the gateway's chat completions URL
     inventory: Inventory
     model: str = "gpt-4o-mini"
