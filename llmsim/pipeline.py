@@ -21,7 +21,7 @@ from llmsim.auth import mask
 from llmsim.engine import ENDED_EARLY, Engine, turn_of
 from llmsim.errors import APIError, body_too_large
 from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER, TRACE_HEADER
-from llmsim.journal import Entry, Journal, valid_trace
+from llmsim.journal import Journal, valid_trace
 from llmsim.presence import ClientGone
 from llmsim.stats import Stats
 
@@ -73,9 +73,7 @@ class Pipeline:
         request_id = b""
         length = -1
         trace = None
-        header_bytes = 0
         for name, value in scope["headers"]:
-            header_bytes += len(value)
             if name == _REQUEST_ID:
                 request_id = value[:200]
             elif name == b"content-length":
@@ -86,7 +84,7 @@ class Pipeline:
         entry = None
         # The control API's own traffic (polling the journal, among others) stays out of it.
         if self.journal is not None and not scope["path"].startswith("/llmsim/"):
-            entry = scope["llmsim.entry"] = self.journal.open(request_id, trace, scope, header_bytes)
+            entry = scope["llmsim.entry"] = self.journal.open(request_id, trace, scope)
         status = 0
         ended = "completed"
         stamp = [(_INSTANCE, self.instance), (_REQUEST_ID, request_id)]
@@ -131,7 +129,9 @@ class Pipeline:
             self.stats.in_flight -= 1
             self._account(scope, status or 500, started, request_id)
             if entry is not None:
-                _complete(entry, scope, status or 500, ended, started)
+                status = status or 500
+                ended = "error" if ended == "completed" and status >= 400 else ended
+                self.journal.close(entry, status, ended, time.monotonic() - started, turn_of(scope))
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -202,25 +202,6 @@ class Pipeline:
             return APIError(exc.status_code, message, headers=dict(exc.headers or {}))
         log.error("unhandled error on %s %s", method, path, exc_info=exc)
         return APIError(500, "The server had an error while processing your request.", code="internal_error")
-
-
-def _complete(entry: Entry, scope: Scope, status: int, ended: str, started: float) -> None:
-    entry.status = status
-    entry.ended = "error" if ended == "completed" and status >= 400 else ended
-    entry.duration_ms = round((time.monotonic() - started) * 1000, 3)
-    turn = turn_of(scope)
-    if turn is not None and turn.model:
-        entry.model, entry.stream, entry.events = turn.model, turn.stream, turn.events
-        entry.usage = (turn.prompt_tokens, turn.completion_tokens)
-        if turn.fault is not None:
-            entry.fault = turn.fault.type.value
-        plan = turn.plan
-        if plan.prefill or turn.queued_s or plan.itls:
-            itls = plan.itls
-            entry.plan = {
-                "ttft_ms": round((turn.queued_s + plan.prefill) * 1000, 3),
-                "itl_ms": round(sum(itls) / len(itls) * 1000, 3) if itls else 0.0,
-            }
 
 
 async def send_error(error: APIError, send: Send) -> None:

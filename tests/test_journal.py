@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 
@@ -170,8 +171,27 @@ def test_trace_tokens_are_parsed_strictly() -> None:
 def test_hostile_headers_are_clipped() -> None:
     ring = Journal(2)
     headers = [(b"x-big-%d" % i, b"v" * 1000) for i in range(100)]
-    entry = ring.open(b"req", None, {"headers": headers, "method": "GET", "path": "/"}, 100_000)
-    assert sum(len(k) + len(v) for k, v in entry.headers) <= MAX_HEADER_BYTES
+    ring.close(
+        ring.open(b"req", None, {"headers": headers, "method": "GET", "path": "/"}), 200, "completed", 0.001
+    )
+    assert len(ring.entries[0][6]) == MAX_HEADER_BYTES  # the joined headers, clipped
+    assert len(ring.query()["entries"][0]["headers"]) < 10
     for _ in range(5):
-        ring.open(b"req", None, {"headers": [], "method": "GET", "path": "/"}, 0)
-    assert len(ring.entries) == 2 and ring.total == 6
+        ring.close(
+            ring.open(b"req", None, {"headers": [(b"a", b"b")], "method": "GET", "path": "/"}),
+            200,
+            "completed",
+            0.001,
+        )
+    assert len(ring.entries) == 2 and ring.total == 6 and not ring.in_flight
+
+
+def test_finished_entries_cost_the_garbage_collector_nothing() -> None:
+    ring = Journal(10)
+    scope = {"headers": [(b"user-agent", b"x"), (b"x-llmsim-trace", b"t-1")], "method": "POST", "path": "/v1"}
+    ring.close(ring.open(b"req", b"t-1", scope), 200, "completed", 0.001)
+    gc.collect()
+    assert not gc.is_tracked(ring.entries[0])  # atoms only: untracked
+    (shown,) = ring.query()["entries"]
+    assert shown["headers"] == {"user-agent": "x", "x-llmsim-trace": "t-1"} and shown["usage"] is None
+    assert shown["trace"] == "t-1" and shown["ended"] == "completed" and shown["duration_ms"] >= 0
