@@ -17,7 +17,7 @@ from typing import Any
 from cluster import ClusterError, serve, supervisor
 from cluster.state import Cluster, Instance
 from llmsim.faults import DEFAULT_TYPES
-from llmsim.settings import read_file
+from llmsim.settings import config_file, read_file
 
 TIMEOUT_S = 5.0
 TOKEN_ENV = serve.env_name(serve.ADMIN_TOKEN)
@@ -38,22 +38,40 @@ def admin_token(run_dir: Path, cluster: Cluster | None) -> str | None:
     `up` passes a token in supervisord's environment, which the instances inherit, and writes it
     nowhere; so it is read back from there (supervisord's, else a surviving instance's: our own
     processes, whose environment only our user can read). Else ``--admin-token-file`` (in the
-    serve flags or that environment), else ``$LLMSIM_ADMIN_TOKEN`` here.
+    serve flags or that environment), else the ``--config`` file's ``admin_token`` or
+    ``admin_token_file`` (read as the server reads it), else ``$LLMSIM_ADMIN_TOKEN`` here.
     """
     pid = supervisor.daemon(run_dir) or next(iter(supervisor.members(run_dir)), None)
     env = supervisor.environ(pid) if pid else {}
     if env.get(TOKEN_ENV):
         return env[TOKEN_ENV]
+    workdir = Path(cluster.workdir if cluster else ".")
     path = env.get(serve.env_name(serve.ADMIN_TOKEN_FILE))
     if cluster:  # a flag wins over the environment, as in `llmsim serve`
         path = serve.extract(cluster.serve_args, {serve.ADMIN_TOKEN_FILE})[1].get(
             serve.ADMIN_TOKEN_FILE, path
         )
+    config = _config_path(cluster.serve_args if cluster else [], env)
+    if config and not path:
+        with contextlib.suppress(ValueError, OSError):  # the server reports a bad file itself
+            data = config_file(str(workdir / config))
+            if isinstance(data.get(serve.ADMIN_TOKEN), str) and data[serve.ADMIN_TOKEN]:
+                return data[serve.ADMIN_TOKEN]
+            path = data.get(serve.ADMIN_TOKEN_FILE) or None
     if path:
         with contextlib.suppress(ValueError, OSError):  # unreadable here: the instance will say 401
-            workdir = Path(cluster.workdir if cluster else ".")
             return read_file(workdir / path, "admin token file", limit=4096).strip()
     return os.environ.get(TOKEN_ENV) or None
+
+
+def _config_path(serve_args: list[str], env: dict[str, str]) -> str | None:
+    """``--config FILE`` among the serve flags (``--config=FILE`` too), else ``$LLMSIM_CONFIG``."""
+    for i, arg in enumerate(serve_args):
+        if arg == "--config" and i + 1 < len(serve_args):
+            return serve_args[i + 1]
+        if arg.startswith("--config="):
+            return arg.partition("=")[2]
+    return env.get(serve.env_name("config"))
 
 
 def connected_to_itself(sock: socket.socket) -> bool:

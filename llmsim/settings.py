@@ -166,7 +166,7 @@ def describe_invalid(exc: ValidationError, data: Any, names: Collection[str]) ->
     return f"{where}: {message}{more}" if where else f"{message}{more}"
 
 
-def _config_file(path: str) -> dict[str, Any]:
+def config_file(path: str) -> dict[str, Any]:
     """The --config file's settings, read as the other files are (a clean error, no content)."""
     try:
         text = read_file(path, "config file")
@@ -518,7 +518,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("LLMSIM_CONFIG")
         if config:
-            sources.append(InitSettingsSource(settings_cls, init_kwargs=_config_file(config)))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=config_file(config)))
         return tuple(sources)
 
 

@@ -276,6 +276,15 @@ def test_admin_token_without_a_running_cluster(tmp_path: Path, monkeypatch: pyte
     assert control.admin_token(tmp_path / "run", described) == "from-file"
     monkeypatch.setenv(control.TOKEN_ENV, "")
     assert control.admin_token(tmp_path, None) is None
+    # In the --config file, as the server reads it: the token itself, or its file.
+    (tmp_path / "llmsim.yaml").write_text("admin_token: from-config\n")
+    configured = Cluster(
+        "c", "127.0.0.1", 8001, serve_args=["--config", "llmsim.yaml"], workdir=str(tmp_path)
+    )
+    assert control.admin_token(tmp_path / "run", configured) == "from-config"
+    (tmp_path / "llmsim.toml").write_text('admin_token_file = "token.txt"\n')
+    configured.serve_args = ["--config=llmsim.toml"]
+    assert control.admin_token(tmp_path / "run", configured) == "from-file"
 
 
 def test_descriptions() -> None:
