@@ -14,9 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, gateway
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 RECIPE = Path(__file__).resolve().parent.parent / "compose" / "local" / "haproxy.cfg"
@@ -66,24 +64,6 @@ def run_haproxy(
     conf = root / "haproxy.cfg"
     conf.write_text(text.replace("{port}", str(port)) if text else config(ports, port, retries))
     subprocess.run([HAPROXY, "-c", "-q", "-f", str(conf)], check=True, capture_output=True)
-    log = root / "haproxy.log"
-    with open(log, "wb") as out:
-        # -db: stay in the foreground, so terminate() stops it (no pid file, no daemon).
-        process = subprocess.Popen([HAPROXY, "-db", "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # Any answer (the instances' 404 for this path) means haproxy accepts and forwards.
-        wait_until(
-            lambda: process.poll() is not None or httpx.get(f"{url}/haproxy-probe", timeout=1).status_code,
-            what="haproxy",
-        )
-        if process.poll() is not None:
-            raise RuntimeError(f"haproxy exited with {process.returncode}:\n{log.read_text()}")
+    # -db: stay in the foreground, so terminate() stops it (no pid file, no daemon).
+    with gateway([HAPROXY, "-db", "-f", str(conf)], root / "haproxy.log", port, "haproxy") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

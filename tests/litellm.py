@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, stop, wait_until
 
 VERSION = "1.108.7"  # 1.108.8+, 1.109, 1.110 pin litellm-enterprise/-proxy-extras builds the index lacks
 REQUIREMENT = f"litellm[proxy]=={VERSION}"
@@ -243,13 +243,9 @@ def start_litellms(
         yield ready
     finally:
         for _, process, *_ in running:
-            process.terminate()
+            process.terminate()  # all at once: each takes seconds to stop
         for _, process, *_ in running:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=15)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

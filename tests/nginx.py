@@ -16,9 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, gateway
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 RECIPE = Path(__file__).resolve().parent.parent / "compose" / "local" / "nginx.conf"
@@ -151,22 +149,7 @@ def run_nginx(
 def _start(root: Path, text: str, port: int) -> Iterator[str]:
     conf = root / "nginx.conf"
     conf.write_text(text)
-    log = root / "nginx.log"  # a file, not a pipe: a test that reads nothing must not block nginx
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [NGINX, "-p", str(root), "-c", str(conf), "-g", "daemon off;"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: process.poll() is not None or httpx.get(f"{url}/nginx-probe", timeout=1).status_code,
-            what="nginx",
-        )
-        if process.poll() is not None:
-            raise RuntimeError(f"nginx failed: {log.read_text()}")
+    with gateway(
+        [NGINX, "-p", str(root), "-c", str(conf), "-g", "daemon off;"], root / "nginx.log", port, "nginx"
+    ) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,12 +66,36 @@ def run_server(
             raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def gateway(argv: Sequence[str], log: Path, port: int, what: str) -> Iterator[str]:
+    """Run a gateway (nginx, haproxy) with its output in ``log``; yield its URL once it answers
+    anything (the instances' 404 for an unknown path means it accepts and forwards); stop it."""
+    with open(log, "wb") as out:  # a file, not a pipe: a test that reads nothing must not block it
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: process.poll() is not None or httpx.get(f"{url}/{what}-probe", timeout=1).status_code,
+            what=what,
+        )
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()}")
+        yield url
+    finally:
+        stop(process)
 
 
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
