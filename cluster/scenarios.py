@@ -301,7 +301,12 @@ async def overload(bed: Testbed, options: Options) -> Score:
     without = await _retry_after_case(bed, options, "overload", "overloaded", 503, 0.0)
     order = [FAIL, WARN, PASS]
     worst = min(with_wait.verdict, without.verdict, key=order.index)
-    figures = {"with_retry_after": with_wait.figures, "without_retry_after": without.figures}
+    figures = {
+        "client_errors": with_wait.figures.get("client_errors", 0) + without.figures.get("client_errors", 0),
+        "resent_before_retry_after": with_wait.figures.get("resent_before_retry_after", 0),
+        "with_retry_after": with_wait.figures,
+        "without_retry_after": without.figures,
+    }
     return Score("overload", worst, f"{with_wait.summary}; {without.summary}", figures,
                  with_wait.samples + without.samples)  # fmt: skip
 
