@@ -46,7 +46,15 @@ if sys.version_info >= (3, 11):
 else:  # pydantic-settings[toml] installs tomli there
     import tomli as tomllib
 
-DEFAULT_MODELS = ("gpt-3.5-turbo", "gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini")
+DEFAULT_MODELS = (
+    "gpt-3.5-turbo",
+    "gpt-4",
+    "gpt-4-turbo",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+)
 # Profiles, scripts, key files and configs are small: anything bigger is a mistake.
 MAX_FILE_BYTES = 1024 * 1024
 MAX_INLINE_BYTES = 64 * 1024  # script rules sent inline (PATCH, flag or env), as JSON

@@ -35,6 +35,8 @@ _ENCODING_PREFIXES = (
     ("gpt-3.5", "cl100k_base"),
     ("text-embedding-3", "cl100k_base"),
     ("text-embedding-ada-002", "cl100k_base"),
+    # Anthropic publishes no tokenizer: Claude models are counted with a shipped one (README).
+    ("claude", "cl100k_base"),
 )
 
 # OpenAI's chat format: every message is wrapped in <|start|>{role}\n{content}<|end|>\n (3 tokens),

@@ -6,6 +6,7 @@ import httpx
 import openai
 import pytest
 
+from llmsim.settings import DEFAULT_MODELS
 from tests.openai_spec import validate
 from tests.servers import Server, run_server
 from tests.sse import stream_events
@@ -132,7 +133,7 @@ def test_stop_sequences(client: openai.OpenAI) -> None:
 
 def test_models_list_and_retrieve(client: openai.OpenAI, server: Server) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["gpt-3.5-turbo", "gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini"]
+    assert ids == list(DEFAULT_MODELS) and "gpt-4o" in ids and "claude-sonnet-4-5" in ids
     assert client.models.retrieve("gpt-4o").id == "gpt-4o"
     validate("ListModelsResponse", httpx.get(f"{server.url}/v1/models").json())
     validate("Model", httpx.get(f"{server.url}/v1/models/gpt-4o").json())
