@@ -21,7 +21,7 @@ from llmsim import latency, limits, tokens
 from llmsim.auth import Authenticator, KeyInfo, load_keys
 from llmsim.content import Content
 from llmsim.errors import APIError
-from llmsim.faults import MALFORMED_EVENT, Fault, FaultPolicy, FaultType
+from llmsim.faults import Fault, FaultPolicy, FaultType
 from llmsim.generation import Generation, GenerationRequest, generate
 from llmsim.latency import Overrides, Pacer, Plan, overrides_from
 from llmsim.metrics import Metrics
@@ -29,6 +29,7 @@ from llmsim.presence import ClientGone, Presence
 from llmsim.scheduler import Scheduler
 from llmsim.script import Script
 from llmsim.settings import Settings
+from llmsim.surfaces.base import OPENAI, Wire
 from llmsim.workers import in_thread
 
 _FAULT_HEADER = b"x-llmsim-fault"
@@ -57,6 +58,7 @@ class Turn:
     presence: Presence | None = None
     stream: bool = False
     events: int | None = None  # SSE events sent, for a stream
+    wire: Wire = OPENAI  # the surface's rate-limit headers and mid-stream fault events
 
 
 class Engine:
@@ -159,6 +161,9 @@ class Engine:
         turn = Turn(
             time.monotonic(), key, overrides_from(ours) if ours else latency.NO_OVERRIDES, fault_header
         )
+        wire = scope.get("llmsim.surface")
+        if wire is not None:
+            turn.wire = wire
         scope["llmsim.turn"] = turn
         return turn
 
@@ -254,7 +259,7 @@ class Engine:
             await turn.pacer.until(len(turn.pacer.deadlines) - 1)
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))]
         if turn.limit is not limits.UNLIMITED:
-            headers += turn.limit.headers()
+            headers += turn.wire.limit_headers(turn.limit)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self._observe(turn)
@@ -264,7 +269,7 @@ class Engine:
     ) -> None:
         """Events paced by generation step; mid-stream faults strike here, for every surface."""
         if turn.limit is not limits.UNLIMITED:
-            headers = headers + turn.limit.headers()
+            headers = headers + turn.wire.limit_headers(turn.limit)
         # Headers go out at once, as a provider's do; the first event waits for its token.
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         fault = turn.fault if turn.fault is not None and turn.fault.mid_stream else None
@@ -282,8 +287,13 @@ class Engine:
                     raise
             if fault is not None and sent >= strike:
                 if fault.type is FaultType.disconnect:
+                    if turn.wire.cut_event is not None:
+                        await send(
+                            {"type": "http.response.body", "body": turn.wire.cut_event, "more_body": True}
+                        )
                     raise _Disconnect
-                await send({"type": "http.response.body", "body": MALFORMED_EVENT, "more_body": True})
+                malformed = turn.wire.malformed_event
+                await send({"type": "http.response.body", "body": malformed, "more_body": True})
                 fault = None
                 turn.events = sent = sent + 1
             chunks = [event for _, event in step]

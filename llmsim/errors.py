@@ -1,14 +1,19 @@
 """Provider error envelopes.
 
-Every failure a client can cause is raised as :class:`APIError` and rendered in OpenAI's shape,
-``{"error": {"message", "type", "param", "code"}}``, so SDKs map it to their usual exceptions.
+Every failure a client can cause is raised as :class:`APIError`; :meth:`APIError.body` is OpenAI's
+shape, ``{"error": {"message", "type", "param", "code"}}``, so SDKs map it to their usual exceptions.
+Other surfaces render the same error in their own envelope (llmsim.surfaces.base.Wire).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from llmsim.limits import LimitState
 
 STATUS_TYPES = {
     400: "invalid_request_error",
@@ -33,6 +38,10 @@ class APIError(Exception):
     code: str | None = None
     type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Neutral data for surfaces that word and shape errors their own way (llmsim.surfaces.base):
+    # ``kind`` names what happened (a fault type, "rate_limited"), ``limit`` the limiter's buckets.
+    kind: str | None = None
+    limit: LimitState | None = None
 
     def body(self) -> bytes:
         error = {

@@ -306,6 +306,7 @@ class FaultPolicy:
             )
         else:
             raise ValueError(f"{kind.value} is not an immediate fault")
+        error.kind = kind.value  # for surfaces that word it their own way (Anthropic: 529 overloaded)
         if fault.status is not None:
             error.status = fault.status
         if error.status in (429, 503) or retry_after is not None:

@@ -76,6 +76,7 @@ class Choice:
     pieces: Sequence[str]  # one entry per completion token, as a stream would send them
     finish_reason: str
     tool_calls: Sequence[ToolCall] = ()
+    stop_sequence: str | None = None  # the stop string that ended the answer, if one did
     tokens: int = field(init=False)  # completion tokens of this choice
 
     def __post_init__(self) -> None:
@@ -118,17 +119,19 @@ def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage])
 def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice) -> Choice:
     """Apply ``stop`` (text only, as OpenAI does) and ``max_tokens`` to a drafted answer."""
     pieces = choice.pieces
+    hit = None
     if request.stop and pieces:
         text = "".join(pieces)
-        cuts = [i for i in (text.find(s) for s in request.stop) if i >= 0]
+        cuts = [(i, s) for s in request.stop if (i := text.find(s)) >= 0]
         if cuts:
-            pieces = tokenizer.pieces(text[: min(cuts)])
+            at, hit = min(cuts)
+            pieces = tokenizer.pieces(text[:at])
     budget = limit = request.max_tokens or request.output_tokens or DEFAULT_MAX_TOKENS
     if len(pieces) + sum(len(c.pieces) for c in choice.tool_calls) <= budget:
         return (
             choice
             if pieces is choice.pieces
-            else Choice(choice.index, pieces, choice.finish_reason, choice.tool_calls)
+            else Choice(choice.index, pieces, choice.finish_reason, choice.tool_calls, hit)
         )
     calls = []
     budget -= len(pieces[:budget])

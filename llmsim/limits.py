@@ -262,4 +262,12 @@ class RateLimits:
         headers = {name.decode(): value.decode() for name, value in buckets.state().headers()}
         if wait is not None:  # a request larger than the limit never fits: nothing to wait for
             headers |= retry_headers(wait)
-        return APIError(429, message, code="rate_limit_exceeded", type=limit, headers=headers)
+        return APIError(
+            429,
+            message,
+            code="rate_limit_exceeded",
+            type=limit,
+            headers=headers,
+            kind="rate_limited",
+            limit=buckets.state(),
+        )

@@ -24,6 +24,7 @@ from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER, TRACE_HEADER
 from llmsim.journal import Journal, valid_trace
 from llmsim.presence import ClientGone
 from llmsim.stats import Stats
+from llmsim.surfaces.base import OPENAI, Wire
 
 log = logging.getLogger("llmsim")
 access_log = logging.getLogger("llmsim.access")
@@ -61,6 +62,11 @@ class Pipeline:
         self.max_body = max_body
         self.json_log = json_log
         self.journal = journal
+        # Route path -> the wire of the surface that owns it (its endpoint's ``surface``): errors on
+        # that path, even those raised before the route runs, are rendered in its envelope.
+        self.surfaces: dict[str, Wire] = {
+            path: endpoint.surface for endpoint, path in paths.items() if hasattr(endpoint, "surface")
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,12 +94,19 @@ class Pipeline:
         status = 0
         ended = "completed"
         stamp = [(_INSTANCE, self.instance), (_REQUEST_ID, request_id)]
+        if self.surfaces:
+            surface = self.surfaces.get(scope["path"])
+            if surface is not None:
+                scope["llmsim.surface"] = surface
 
         async def send_stamped(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *stamp]
+                wire = scope.get("llmsim.surface")  # set by the path, or by the handler
+                if wire is not None and wire.request_id_header is not None:
+                    message["headers"].append((wire.request_id_header, request_id))
             await send(message)
 
         self.stats.in_flight += 1
@@ -117,14 +130,15 @@ class Pipeline:
             # nothing was sent yet, else the stream just ends (counted as an abort).
             ended = "shutdown"
             if not status:
-                await send_error(SHUTTING_DOWN, send_stamped)
+                await send_error(SHUTTING_DOWN, send_stamped, scope.get("llmsim.surface"), request_id)
             elif (turn := turn_of(scope)) is not None:
                 turn.finish_reason = "abort"
         except Exception as exc:  # noqa: BLE001 - every error becomes an envelope
             if status:
                 ended = "cut"
                 raise  # the response has started; all that is left is to drop the connection
-            await send_error(self._as_api_error(exc, scope), send_stamped)
+            error = self._as_api_error(exc, scope)
+            await send_error(error, send_stamped, scope.get("llmsim.surface"), request_id)
         finally:
             self.stats.in_flight -= 1
             self._account(scope, status or 500, started, request_id)
@@ -204,9 +218,8 @@ class Pipeline:
         return APIError(500, "The server had an error while processing your request.", code="internal_error")
 
 
-async def send_error(error: APIError, send: Send) -> None:
-    body = error.body()
-    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+async def send_error(error: APIError, send: Send, wire: Wire | None = None, request_id: bytes = b"") -> None:
+    """The error in the envelope of the surface that owns the route (OpenAI's by default)."""
+    status, body, headers = (wire or OPENAI).render_error(error, request_id)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

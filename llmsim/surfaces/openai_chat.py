@@ -28,6 +28,7 @@ from llmsim.engine import Engine
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
 from llmsim.journal import trace_in_body
+from llmsim.surfaces.base import read_body
 from llmsim.surfaces.validation import check_complexity, to_api_error
 from llmsim.workers import in_thread
 
@@ -607,15 +608,3 @@ class ChatCompletions:
                 await engine.respond(turn, send, payload, b"application/json")
         finally:
             engine.end(turn)
-
-
-async def read_body(receive: Receive) -> bytes:
-    parts = []
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        parts.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(parts)

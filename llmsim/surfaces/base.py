@@ -1,0 +1,77 @@
+"""What the shared layers ask of a surface when they answer for it: the wire's own error envelope,
+rate-limit headers and mid-stream fault events.
+
+The Pipeline and the Engine know no provider. A surface's endpoint carries its wire object as
+``endpoint.surface``; the Pipeline finds it by route path (so even a 413 decided before the route
+runs is rendered right) and puts it in ``scope["llmsim.surface"]``, where a handler may also set one
+(``GET /v1/models`` with ``anthropic-version``). Without one, OpenAI's wire (:data:`OPENAI`) is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from starlette.types import Receive
+
+from llmsim.errors import APIError
+from llmsim.faults import MALFORMED_EVENT
+
+if TYPE_CHECKING:
+    from llmsim.limits import LimitState
+
+Headers = list[tuple[bytes, bytes]]
+JSON = b"application/json"
+
+
+class Wire(Protocol):
+    # A header that carries the request ID besides x-request-id (Anthropic's ``request-id``), or None.
+    request_id_header: bytes | None
+    # One corrupt SSE event, for the malformed fault (the stream carries on after it).
+    malformed_event: bytes
+    # Sent just before a disconnect fault drops the connection (Anthropic's ``event: error``), or None.
+    cut_event: bytes | None
+
+    def render_error(self, error: APIError, request_id: bytes) -> tuple[int, bytes, Headers]:
+        """Status, body and headers (content-type and length included) of an error response."""
+        ...
+
+    def limit_headers(self, state: LimitState) -> Headers:
+        """The rate-limit headers of a request that passed the limiter."""
+        ...
+
+
+class OpenAIWire:
+    request_id_header = None
+    malformed_event = MALFORMED_EVENT
+    cut_event = None
+
+    @staticmethod
+    def render_error(error: APIError, request_id: bytes) -> tuple[int, bytes, Headers]:
+        body = error.body()
+        headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]
+        headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
+        return error.status, body, headers
+
+    @staticmethod
+    def limit_headers(state: LimitState) -> Headers:
+        return state.headers()
+
+
+OPENAI: Wire = OpenAIWire()
+
+
+def wire_of(scope: dict) -> Wire:
+    return scope.get("llmsim.surface") or OPENAI
+
+
+async def read_body(receive: Receive) -> bytes:
+    """A request's whole body (the Pipeline has bounded its size)."""
+    parts = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(parts)
