@@ -77,7 +77,7 @@ def _scenarios(spec: str) -> list[str]:
 
 async def _reachable(bed: Testbed) -> None:
     outcomes = await traffic.run_traffic(
-        bed.url, 1, 1, model=bed.model, headers=bed.headers, timeout=bed.timeout
+        bed.url, 1, 1, api=bed.api, model=bed.model, headers=bed.headers, timeout=bed.timeout
     )
     if outcomes[0].status is None:
         raise UsageError(f"could not reach {bed.url}: {outcomes[0].detail}")
@@ -204,13 +204,15 @@ def _run(args: argparse.Namespace) -> int:
             "check needs the instances behind the gateway: run it beside `llmsim cluster up` "
             "(or give --run-dir) or list their URLs with --instances"
         )
+    api = gateway_args.chosen_api(args)
     bed = Testbed(
-        target_url(args.url),
+        target_url(args.url, api),
         inv,
-        args.model,
-        gateway_args.headers(args.header, args.api_key),
+        gateway_args.chosen_model(args),
+        gateway_args.headers(args.header, args.api_key, api),
         args.concurrency,
         args.timeout,
+        api=api,
     )
     options = Options(
         requests=args.requests,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from urllib.parse import urlsplit
 
+from cluster.apis import APIS, OPENAI, Api
+
 
 class UsageError(Exception):
     """Bad arguments or an unreachable URL: one sentence, exit code 2."""
@@ -13,10 +15,23 @@ class UsageError(Exception):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "url", help="gateway or instance URL; /v1/chat/completions is appended when it has no path"
+        "url",
+        help="gateway or instance URL; /v1/chat/completions (/v1/messages with --api anthropic) is "
+        "appended when it has no path",
     )
-    p.add_argument("--model", default="gpt-4o-mini", help="model to ask for (default gpt-4o-mini)")
-    p.add_argument("--api-key", help="sent as Authorization: Bearer KEY")
+    p.add_argument(
+        "--api",
+        choices=sorted(APIS),
+        default=OPENAI.name,
+        help="the API to speak: openai chat completions (default) or anthropic messages",
+    )
+    p.add_argument(
+        "--model",
+        help="model to ask for (default: gpt-4o-mini, claude-sonnet-4-5 with --api anthropic)",
+    )
+    p.add_argument(
+        "--api-key", help="sent as Authorization: Bearer KEY (and as x-api-key with --api anthropic)"
+    )
     p.add_argument(
         "--header", "-H", action="append", default=[], metavar="K:V", help="extra header (repeatable)"
     )
@@ -42,23 +57,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def target_url(url: str) -> str:
+def chosen_api(args: argparse.Namespace) -> Api:
+    return APIS[args.api]
+
+
+def chosen_model(args: argparse.Namespace) -> str:
+    """``--model``, else the API's default model."""
+    return args.model or chosen_api(args).default_model
+
+
+def target_url(url: str, api: Api = OPENAI) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"{url!r} is not an http(s) URL")
     if parts.path in ("", "/"):
-        return url.rstrip("/") + "/v1/chat/completions"
+        return url.rstrip("/") + api.path
     return url
 
 
-def headers(values: list[str], api_key: str | None) -> dict[str, str]:
-    """``--header K:V`` (repeatable) and ``--api-key``, as request headers."""
-    out = {}
+def headers(values: list[str], api_key: str | None, api: Api = OPENAI) -> dict[str, str]:
+    """The API's own headers, ``--header K:V`` (repeatable, overriding them) and ``--api-key``."""
+    out = dict(api.headers)
     for item in values:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
             raise UsageError(f"--header takes K:V, got {item!r}")
-        out[name.strip()] = value.strip()
+        name = name.strip()
+        for same in [k for k in out if k.lower() == name.lower()]:
+            del out[same]
+        out[name] = value.strip()
     if api_key:
-        out["Authorization"] = f"Bearer {api_key}"
+        out |= api.key_headers(api_key)
     return out

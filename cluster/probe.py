@@ -146,9 +146,9 @@ def evaluate(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmsim probe",
-        description="Send chat completions through a gateway and verify how it spread them across "
-        "llmsim instances. Exit code: 0 verdict passed, 1 a check failed (or, with --strict, "
-        "a warning), 2 usage error or unreachable URL.",
+        description="Send chat requests (OpenAI or Anthropic) through a gateway and verify how it "
+        "spread them across llmsim instances. Exit code: 0 verdict passed, 1 a check failed (or, "
+        "with --strict, a warning), 2 usage error or unreachable URL.",
     )
     gateway_args.add_arguments(p)
     p.add_argument("--requests", "-n", type=int, default=200, help="requests to send (default 200)")
@@ -196,14 +196,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--requests, --concurrency and --sessions must be at least 1")
     if not 0 < args.alpha < 1:
         raise UsageError("--alpha must be between 0 and 1")
-    url = target_url(args.url)
+    api = gateway_args.chosen_api(args)
+    url = target_url(args.url, api)
     try:
         weights = routing.parse_expect(args.expect) if args.expect else None
     except ValueError as exc:
         raise UsageError(f"--expect: {exc}") from None
     check_distribution = args.expect is not None or not args.sticky_header
     inv = inventory.resolve(args.instances, args.run_dir, args.admin_token)
-    headers = gateway_args.headers(args.header, args.api_key)
+    headers = gateway_args.headers(args.header, args.api_key, api)
     console = Console() if Console().is_terminal else Console(width=120)
     run_id = new_run_id()
     targets = inv.targets()
@@ -226,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
                 args.requests,
                 args.concurrency,
                 run_id=run_id,
-                model=args.model,
+                api=api,
+                model=gateway_args.chosen_model(args),
                 stream=args.stream,
                 headers=headers,
                 sticky_header=args.sticky_header,

@@ -1,10 +1,12 @@
 """Reading one chat response as a client sees it: who answered, and whether it is whole.
 
 Identity is read from every place a gateway may leave it: ``x-llmsim-instance``, any renamed copy
-(a header whose name ends with it, such as LiteLLM's ``llm_provider-x-llmsim-instance``), and
-``system_fingerprint`` in the body or a stream's chunks. A stream is judged by its content, not
-its status: it passes only if every event parses, none is an error object, and it reaches a
-``finish_reason`` and ``[DONE]``.
+(a header whose name ends with it, such as LiteLLM's ``llm_provider-x-llmsim-instance``), and in
+the body: ``system_fingerprint`` in an OpenAI body or a stream's chunks, ``llmsim_instance`` in an
+Anthropic message (or a stream's ``message_start``). A stream is judged by its content, not its
+status: it passes only if every event parses, none is an error, and it reaches its end: a
+``finish_reason`` and ``[DONE]`` (OpenAI), a ``message_delta`` with a ``stop_reason`` and
+``message_stop`` (Anthropic).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ SAMPLE_CHARS = 160
 
 # Failure kinds a 2xx response can still have.
 MALFORMED = "malformed"  # an event (or a whole body) that is not the JSON it should be
-STREAM_ERROR = "stream_error"  # an error object inside a 200 stream: data: {"error": ...}
-CUT = "cut"  # the connection broke before [DONE] (or before the whole body): the client sees an error
-TRUNCATED = "truncated"  # the HTTP response ended cleanly without [DONE]: a silent truncation
-NO_FINISH = "no_finish"  # [DONE] arrived without any chunk carrying a finish_reason
+STREAM_ERROR = "stream_error"  # an error inside a 200 stream: data: {"error": ...}, event: error
+CUT = "cut"  # the connection broke before the stream's end (or the whole body): the client sees an error
+TRUNCATED = "truncated"  # the HTTP response ended cleanly without its end marker: a silent truncation
+NO_FINISH = "no_finish"  # the end marker arrived without a finish_reason (stop_reason)
 
 
 def excerpt(text: str | bytes, limit: int = SAMPLE_CHARS) -> str:
@@ -54,7 +56,7 @@ def fingerprint(obj: Any) -> str | None:
 
 
 def error_message(payload: bytes | str) -> str:
-    """The ``error.message`` of an OpenAI-style error body, else the body's start."""
+    """The ``error.message`` of an OpenAI or Anthropic error body, else the body's start."""
     try:
         data = json.loads(payload)
     except ValueError:
@@ -97,20 +99,23 @@ def judge_body(payload: bytes) -> BodyVerdict:
     return BodyVerdict(None, None, fingerprint(data), usage_of(data))
 
 
-class StreamJudge:
-    """Fed the stream's lines one by one; ``verdict`` says whether it was whole.
+class SSEJudge:
+    """Fed a stream's lines one by one; ``verdict`` says whether it was whole.
 
     The first failure is kept (its kind and a sample); later events still update identity.
+    Subclasses read one provider's events: :meth:`_data` gets each ``data:`` payload, with the
+    name of the ``event:`` field before it (``""`` when there was none).
     """
 
     def __init__(self) -> None:
         self.instance: str | None = None
         self.events = 0
-        self.done = False
-        self.finished = False
+        self.done = False  # the stream's end marker arrived
+        self.finished = False  # a finish_reason (stop_reason) arrived
         self.failure: str | None = None
         self.detail: str | None = None
-        self.usage: dict[str, Any] | None = None  # the usage chunk's (stream_options.include_usage)
+        self.usage: dict[str, Any] | None = None  # as {"prompt_tokens", "completion_tokens", ...}
+        self._event = ""
 
     def _fail(self, kind: str, detail: str) -> None:
         if self.failure is None:
@@ -119,41 +124,146 @@ class StreamJudge:
     def feed(self, line: bytes) -> bool:
         """One line; True when it was a data event (the first one marks the time to first token)."""
         line = line.rstrip(b"\r\n")
+        if line.startswith(b"event:"):
+            self._event = line[6:].strip().decode("utf-8", "replace")
+            return False
+        if not line.strip():
+            self._event = ""  # a blank line ends the event
+            return False
         if not line.startswith(b"data:"):
-            return False  # blank separators, comments, event:/id: fields
-        data = line[5:].strip()
+            return False  # comments, id:/retry: fields
         self.events += 1
-        if data == b"[DONE]":
-            self.done = True
-            return True
-        if self.done:
-            self._fail(MALFORMED, f"data after [DONE]: {excerpt(data)}")
-            return True
+        self._data(line[5:].strip(), self._event)
+        return True
+
+    def _data(self, data: bytes, event: str) -> None:
+        raise NotImplementedError
+
+    def _json(self, data: bytes) -> dict[str, Any] | None:
+        """The event's JSON object; None (and a malformed failure) when it is not one."""
         try:
             chunk = json.loads(data)
         except ValueError:
-            self._fail(MALFORMED, excerpt(data))
-            return True
+            chunk = None
         if not isinstance(chunk, dict):
             self._fail(MALFORMED, excerpt(data))
-            return True
-        self.instance = self.instance or fingerprint(chunk)
-        self.usage = usage_of(chunk) or self.usage
-        if "error" in chunk:
-            self._fail(STREAM_ERROR, error_message(data))
-            return True
-        for choice in chunk.get("choices") or []:
-            if isinstance(choice, dict) and choice.get("finish_reason"):
-                self.finished = True
-        return True
+            return None
+        return chunk
 
     def cut(self, why: str) -> None:
         """The transport ended the stream early (reset, incomplete chunked body, timeout)."""
         self._fail(CUT, f"after {self.events} events: {why}")
 
+    END = "[DONE]"
+    FINISH = "finish_reason"
+
     def verdict(self) -> tuple[str | None, str | None]:
         if self.failure is None and not self.done:
-            self._fail(TRUNCATED, f"a clean end after {self.events} events, without [DONE]")
+            self._fail(TRUNCATED, f"a clean end after {self.events} events, without {self.END}")
         if self.failure is None and not self.finished:
-            self._fail(NO_FINISH, "[DONE] without a finish_reason")
+            self._fail(NO_FINISH, f"{self.END} without a {self.FINISH}")
         return self.failure, self.detail
+
+
+class StreamJudge(SSEJudge):
+    """An OpenAI chat completions stream: chunks, one with a ``finish_reason``, then ``[DONE]``."""
+
+    def _data(self, data: bytes, event: str) -> None:
+        if data == b"[DONE]":
+            self.done = True
+            return
+        if self.done:
+            self._fail(MALFORMED, f"data after [DONE]: {excerpt(data)}")
+            return
+        chunk = self._json(data)
+        if chunk is None:
+            return
+        self.instance = self.instance or fingerprint(chunk)
+        self.usage = usage_of(chunk) or self.usage
+        if "error" in chunk:
+            self._fail(STREAM_ERROR, error_message(data))
+            return
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                self.finished = True
+
+
+# --- Anthropic Messages -------------------------------------------------------------------------
+
+
+def message_instance(obj: Any) -> str | None:
+    """``llmsim_instance`` of an Anthropic message (llmsim puts its ID there)."""
+    value = obj.get("llmsim_instance") if isinstance(obj, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def anthropic_usage(usage: Any, output: Any = None) -> dict[str, Any] | None:
+    """Anthropic's usage as OpenAI's keys: every input token (uncached, cache writes and reads)
+    is a prompt token, the output tokens are completion tokens. ``output``: a later usage object
+    (a stream's ``message_delta``) whose counts win over ``usage``'s."""
+    merged = {**(usage if isinstance(usage, dict) else {}), **(output if isinstance(output, dict) else {})}
+    if "input_tokens" not in merged and "output_tokens" not in merged:
+        return None
+    inputs = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    return {
+        "prompt_tokens": sum(_count(merged.get(k)) for k in inputs),
+        "completion_tokens": _count(merged.get("output_tokens")),
+    }
+
+
+def judge_message_body(payload: bytes) -> BodyVerdict:
+    """A non-streamed 2xx Anthropic body: ``{"type": "message", "content": [...]}``."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return BodyVerdict(MALFORMED, excerpt(payload) or "(empty body)", None)
+    if not isinstance(data, dict):
+        return BodyVerdict(MALFORMED, excerpt(payload), None)
+    instance = message_instance(data)
+    if data.get("type") == "error" or "error" in data:
+        return BodyVerdict(STREAM_ERROR, error_message(payload), instance)
+    if data.get("type") != "message" or not isinstance(data.get("content"), list):
+        return BodyVerdict(MALFORMED, excerpt(payload), instance)
+    return BodyVerdict(None, None, instance, anthropic_usage(data.get("usage")))
+
+
+class MessageStreamJudge(SSEJudge):
+    """An Anthropic Messages stream: named events from ``message_start`` to ``message_stop``, a
+    ``message_delta`` with the ``stop_reason`` before it; ``event: error`` is a failure."""
+
+    END = "message_stop"
+    FINISH = "message_delta with a stop_reason"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start_usage: dict[str, Any] | None = None
+
+    def _data(self, data: bytes, event: str) -> None:
+        if self.done:
+            self._fail(MALFORMED, f"data after message_stop: {excerpt(data)}")
+            return
+        if event == "error":
+            self._fail(STREAM_ERROR, error_message(data))
+            return
+        chunk = self._json(data)
+        if chunk is None:
+            return
+        kind = chunk.get("type")
+        if kind == "error" or "error" in chunk:
+            self._fail(STREAM_ERROR, error_message(data))
+        elif kind == "message_start":
+            message = chunk.get("message")
+            self.instance = self.instance or message_instance(message)
+            self._start_usage = message.get("usage") if isinstance(message, dict) else None
+            self.usage = anthropic_usage(self._start_usage)
+        elif kind == "message_delta":
+            delta = chunk.get("delta")
+            if isinstance(delta, dict) and delta.get("stop_reason"):
+                self.finished = True
+            self.usage = anthropic_usage(self._start_usage, chunk.get("usage")) or self.usage
+        elif kind == "message_stop":
+            self.done = True

@@ -366,8 +366,8 @@ async def stream_cut(bed: Testbed, options: Options) -> Score:
     if not figures["attempts_on_target"] and not run.problems:
         return Score("stream-cut", WARN, f"{told}, but the gateway sent it nothing: not exercised", figures)
     if silent:
-        return Score("stream-cut", FAIL, f"{told}: {silent} clients got a 200 stream that just ended, "
-                     f"without an error or [DONE] (silent truncation){note}", figures, _samples(run))  # fmt: skip
+        return Score("stream-cut", FAIL, f"{told}: {silent} clients got a 200 stream that just ended, without "
+                     f"an error or its end marker (silent truncation){note}", figures, _samples(run))  # fmt: skip
     if run.failed:
         return Score("stream-cut", WARN, f"{told}: {len(run.failed)} clients saw the stream break "
                      f"(visibly){note}", figures, _samples(run))  # fmt: skip
@@ -412,17 +412,26 @@ async def usage(bed: Testbed, options: Options) -> Score:
         return Score("usage", FAIL, f"{wrong} of {checked} answers reached the client with other token "
                      "counts than the instance reported", figures, samples)  # fmt: skip
     return Score("usage", PASS, f"usage at the client equals usage at the instance ({checked} answers, "
-                 "streamed with include_usage and not)", figures)  # fmt: skip
+                 "streamed and not)", figures)  # fmt: skip
 
 
 # Headers any HTTP hop sets or rewrites: not "added by the gateway" in any interesting sense.
 _HOP = frozenset({"host", "content-length", "connection", "accept-encoding", "transfer-encoding", "accept"})
 PROBE_HEADER = "x-llmsim-check"
+KEY_HEADERS = ("authorization", "x-api-key")  # where a client's API key travels (OpenAI, Anthropic)
+
+
+def _client_key(sent: dict[str, str]) -> str | None:
+    """The API key the client sends: a Bearer token, else Anthropic's ``x-api-key``."""
+    for name, value in sent.items():
+        if name.lower() == "authorization" and value.partition(" ")[2]:
+            return value.partition(" ")[2]
+    return next((v for k, v in sent.items() if k.lower() == "x-api-key" and v), None)
 
 
 async def headers(bed: Testbed, options: Options) -> Score:
     marker = "sent-by-llmsim-check"
-    key = next((v for k, v in bed.headers.items() if k.lower() == "authorization"), None)
+    secret = _client_key(bed.headers)
     run = await bed.run(4, headers={PROBE_HEADER: marker})
     sent = {k.lower() for k in bed.headers} | {PROBE_HEADER, "x-llmsim-trace", "content-type", "user-agent"}
     entries = [e for j in run.journals for e in j.entries]
@@ -434,11 +443,10 @@ async def headers(bed: Testbed, options: Options) -> Score:
     added = sorted(seen - sent - _HOP)
     figures: dict[str, Any] = {"arrived": arrived, "dropped": dropped, "added": added}
     forwarded_key = False
-    if key:
-        _, _, secret = key.partition(" ")
-        shown = {(e.get("headers") or {}).get("authorization", "") for e in entries}
+    if secret:
+        shown = {(e.get("headers") or {}).get(name, "") for e in entries for name in KEY_HEADERS}
         # The instance's own masking of the same key gives the same text.
-        forwarded_key = any(value.endswith(mask(secret)) for value in shown if secret)
+        forwarded_key = any(value.endswith(mask(secret)) for value in shown if value)
         figures["client_key_reached_instance"] = forwarded_key
     notes = []
     if PROBE_HEADER in dropped:

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from cluster import journals, reconcile, supervisor, traffic
+from cluster.apis import OPENAI, Api
 from cluster.inventory import Inventory, Member
 
 CONFIG = "/llmsim/config"
@@ -59,13 +60,14 @@ class Run:
 class Testbed:
     __test__ = False  # a name pytest would otherwise collect
 
-    url: str  # the gateway's chat completions URL
+    url: str  # the gateway's chat URL (chat completions, or messages with the Anthropic API)
     inventory: Inventory
-    model: str = "gpt-4o-mini"
+    model: str | None = None  # None: the API's default model
     headers: dict[str, str] = field(default_factory=dict)  # the client's own (API key, ...)
     concurrency: int = 8
     timeout: float = 30.0
     on_done: Callable[[], None] | None = None
+    api: Api = OPENAI  # the API the traffic speaks
 
     @property
     def members(self) -> list[Member]:
@@ -96,6 +98,7 @@ class Testbed:
             requests,
             concurrency or self.concurrency,
             run_id=run_id,
+            api=self.api,
             model=self.model,
             stream=stream,
             headers={**self.headers, **(headers or {})},

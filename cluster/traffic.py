@@ -1,5 +1,8 @@
 """Chat traffic through a gateway, each request traced, each answer read as a client reads it.
 
+The requests speak one provider's API (:mod:`cluster.apis`: OpenAI chat completions or
+Anthropic Messages), which also says how their answers are read.
+
 Every request carries a trace token, ``<run id>-<index>``, twice: in the ``x-llmsim-trace``
 header and inside the prompt (``llmsim-trace:<token>``), because gateways drop unknown headers
 but keep the user's words. The instances journal it, so the journals tell afterwards which
@@ -18,7 +21,8 @@ from typing import Any
 import aiohttp
 
 from cluster import responses
-from llmsim.identity import TRACE_HEADER, TRACE_MARK
+from cluster.apis import OPENAI, Api
+from llmsim.identity import TRACE_HEADER
 
 CONN = "conn"  # no HTTP response at all: refused, reset before the headers, timeout
 
@@ -61,13 +65,14 @@ async def send_one(
     headers: dict[str, str],
     stream: bool,
     trace: str,
+    api: Api = OPENAI,
 ) -> Outcome:
     """One request; never raises for what the network or the gateway does."""
     wall = time.time()
     started = time.perf_counter()
     status: int | None = None
     instance: str | None = None
-    judge = responses.StreamJudge()
+    judge = api.stream_judge()
     ttft = None
     usage = None
     try:
@@ -93,7 +98,7 @@ async def send_one(
                 usage = judge.usage
             else:
                 try:
-                    verdict = responses.judge_body(await response.read())
+                    verdict = api.judge_body(await response.read())
                     failure, detail = verdict.failure, verdict.detail
                     instance = instance or verdict.instance
                     usage = verdict.usage
@@ -110,28 +115,14 @@ async def send_one(
         )
 
 
-def chat_body(
-    model: str, index: int, trace: str, stream: bool, include_usage: bool = False
-) -> dict[str, Any]:
-    """A different prompt per request (no cache can answer for the backends), carrying the trace."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": "user", "content": f"llmsim probe request {index} {TRACE_MARK}{trace}"}],
-        "max_tokens": 16,
-        "stream": stream,
-    }
-    if stream and include_usage:
-        body["stream_options"] = {"include_usage": True}
-    return body
-
-
 async def run_traffic(
     url: str,
     requests: int,
     concurrency: int,
     *,
     run_id: str | None = None,
-    model: str = "gpt-4o-mini",
+    api: Api = OPENAI,
+    model: str | None = None,
     stream: bool = False,
     headers: dict[str, str] | None = None,
     sticky_header: str | None = None,
@@ -141,12 +132,14 @@ async def run_traffic(
     include_usage: bool = False,
     on_done: Callable[[], None] | None = None,
 ) -> list[Outcome]:
-    """Send ``requests`` chat completions with at most ``concurrency`` in flight, in trace order.
+    """Send ``requests`` chat requests in ``api``'s format (``model``: default the API's) with at
+    most ``concurrency`` in flight, in trace order.
 
     ``interval``: request k starts no sooner than k × interval seconds after the first (paced
     traffic, so a run spans time: a gateway's cooldowns and Retry-After show in it).
     """
     run_id = run_id or new_run_id()
+    model = model or api.default_model
     next_index = iter(range(requests))
     outcomes: list[Outcome] = []
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
@@ -164,8 +157,8 @@ async def run_traffic(
             if sticky_header:
                 session = f"session-{index % sessions}"
                 request_headers[sticky_header] = session
-            body = chat_body(model, index, trace, stream, include_usage)
-            outcome = await send_one(http, url, body, request_headers, stream, trace)
+            body = api.body(model, index, trace, stream, include_usage)
+            outcome = await send_one(http, url, body, request_headers, stream, trace, api)
             outcome.session = session
             outcomes.append(outcome)
             if on_done:
