@@ -23,6 +23,8 @@ from cluster.testbed import Testbed
 from tests import haproxy, nginx
 from tests.servers import Server, free_port, run_server
 
+pytestmark = pytest.mark.gateways  # make test-gateways
+
 IDS = ("sim-1", "sim-2", "sim-3")
 
 

@@ -26,6 +26,8 @@ from cluster import check
 from tests import haproxy, litellm, nginx
 from tests.servers import Server, run_server
 
+pytestmark = pytest.mark.gateways  # make test-gateways
+
 IDS = ("gw-1", "gw-2", "gw-3")
 FAULTY = "gw-3"  # the instance the failover tests break
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello, how are you?"}]}
