@@ -7,6 +7,9 @@ Streaming (50 SSE events a response): bare Starlette StreamingResponse floor vs 
 EventSourceResponse vs ``llmsim serve --response-mode lorem --output-tokens 47``.
 Realistic mix: a seeded corpus of varied chat bodies (corpus.py; chat_mix.lua cycles through it),
 bare ASGI floor answering each the shape it asks for vs the lorem-47 server; prompt tokens a second.
+Anthropic Messages (issue 13): the same echo and lorem servers asked through POST /v1/messages with the
+same request (messages.lua, messages_unique.lua, messages_stream.lua: 47 tokens, 53 named events), each
+row held to the floor of its OpenAI twin; an "Anthropic / OpenAI" table compares the twins (>= 0.9).
 
 Servers are pinned to the first CPU, wrk to the second. Knobs (environment): BENCH_DURATION
 (seconds a run, 8), BENCH_REPEATS (runs a case, best kept, 2), BENCH_CONNECTIONS (64),
@@ -29,12 +32,13 @@ from pathlib import Path
 import corpus
 import harness
 import httpx
-from floors import STREAM_EVENTS, STREAM_MARKER
+from floors import ANTHROPIC_STREAM_EVENTS, CONTENT_TOKENS, STREAM_EVENTS, STREAM_MARKER
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 TARGETS = {"non-streaming": 0.4, "streaming": 0.6}
+ANTHROPIC_TARGET = 0.9  # issue 13: an Anthropic row within 10 % of its OpenAI twin's ratio
 HISTORY = {
     "non-streaming": "cc14514/llm-simulator 0.155x, best Python peer 0.19x",
     "streaming": "sse-starlette EventSourceResponse 0.52x",
@@ -56,6 +60,8 @@ class Case:
     script_args: tuple[str, ...] = ()
     timeout_s: float | None = None
     twin: str | None = None  # a compared tree's case: the name of the current case it mirrors
+    api: str = "openai"  # "openai" (/v1/chat/completions) or "anthropic" (/v1/messages)
+    peer: str | None = None  # an Anthropic case: the name of its OpenAI twin (same server, same floor)
 
 
 @dataclass
@@ -99,11 +105,27 @@ def cases() -> list[Case]:
     lorem = ("--response-mode", "lorem", "--output-tokens", str(STREAM_EVENTS - 3))
     mix_args = (str(MIX_CORPUS),)
 
-    def llmsim_cases(echo: harness.Server, lorem_server: harness.Server, suffix: str = "") -> list[Case]:
+    def llmsim_cases(
+        echo: harness.Server, lorem_server: harness.Server, suffix: str = "", anthropic: bool = False
+    ) -> list[Case]:
         # One echo and one lorem server a tree: the cases of a server share it (and its caches).
+        # Anthropic cases (current tree only) follow their OpenAI twins, so a round runs them back to back.
+        def messages(group: str, name: str, server: harness.Server, script: str, peer: str, events: int = 1):
+            if not anthropic:
+                return []
+            return [Case(group, name, server, script, "llmsim", events, api="anthropic", peer=peer)]
+
         return [
             Case("non-streaming", "llmsim echo" + suffix, echo, "chat.lua", "llmsim"),
+            *messages("non-streaming", "llmsim echo, Anthropic", echo, "messages.lua", "llmsim echo"),
             Case("non-streaming", "llmsim echo, unique bodies" + suffix, echo, "chat_unique.lua", "llmsim"),
+            *messages(
+                "non-streaming",
+                "llmsim echo, unique bodies, Anthropic",
+                echo,
+                "messages_unique.lua",
+                "llmsim echo, unique bodies",
+            ),
             Case(
                 "streaming",
                 "llmsim lorem 47 tokens" + suffix,
@@ -111,6 +133,14 @@ def cases() -> list[Case]:
                 "chat_stream.lua",
                 "llmsim",
                 STREAM_EVENTS,
+            ),
+            *messages(
+                "streaming",
+                "llmsim lorem 47 tokens, Anthropic",
+                lorem_server,
+                "messages_stream.lua",
+                "llmsim lorem 47 tokens",
+                ANTHROPIC_STREAM_EVENTS,
             ),
             Case(
                 "realistic mix",
@@ -123,7 +153,7 @@ def cases() -> list[Case]:
             ),
         ]
 
-    current = llmsim_cases(_llmsim("llmsim-echo"), _llmsim("llmsim-lorem", *lorem))
+    current = llmsim_cases(_llmsim("llmsim-echo"), _llmsim("llmsim-lorem", *lorem), anthropic=True)
     compared: list[Case] = []
     tree = compare_tree()
     if tree:
@@ -134,24 +164,32 @@ def cases() -> list[Case]:
             _llmsim(f"{slug}-llmsim-lorem", *lorem, src=src),
             f" ({label})",
         )
-        for mine, twin in zip(compared, current, strict=True):
+        openai = [case for case in current if case.api == "openai"]
+        for mine, twin in zip(compared, openai, strict=True):
             mine.twin = twin.name
     by_group: dict[str, list[Case]] = {}
     for case in current + compared:
         by_group.setdefault(case.group, []).append(case)
     plain = _uvicorn("floor-plain", "plain")
+    stream_floor = _uvicorn("floor-stream", "streaming_messages")
     return [
         Case("non-streaming", "floor: bare ASGI", plain, "chat.lua", "floor"),
         # The floor ignores the body: this shows wrk's per-request Lua is not what limits.
         Case("non-streaming", "floor: bare ASGI, unique bodies", plain, "chat_unique.lua", "reference"),
         *by_group["non-streaming"],
         Case(
+            "streaming", "floor: StreamingResponse", stream_floor, "chat_stream.lua", "floor", STREAM_EVENTS
+        ),
+        # The same floor answering /v1/messages with Anthropic's 53 events: what the shape alone costs.
+        Case(
             "streaming",
-            "floor: StreamingResponse",
-            _uvicorn("floor-stream", "streaming"),
-            "chat_stream.lua",
-            "floor",
-            STREAM_EVENTS,
+            "floor: StreamingResponse, Anthropic events",
+            stream_floor,
+            "messages_stream.lua",
+            "reference",
+            ANTHROPIC_STREAM_EVENTS,
+            api="anthropic",
+            peer="floor: StreamingResponse",
         ),
         Case(
             "streaming",
@@ -183,9 +221,16 @@ def lua_body(script: str) -> bytes:
     return body.replace(corpus.TAG, corpus.CHECK_TAG).encode()
 
 
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-bench"}
+
+
 def _post(case: Case, body: bytes) -> httpx.Response:
     headers = {"content-type": "application/json"}
-    response = httpx.post(case.server.url + "/v1/chat/completions", content=body, headers=headers, timeout=30)
+    path = "/v1/chat/completions"
+    if case.api == "anthropic":
+        headers |= ANTHROPIC_HEADERS
+        path = "/v1/messages"
+    response = httpx.post(case.server.url + path, content=body, headers=headers, timeout=30)
     if response.status_code != 200:
         raise RuntimeError(f"{case.name}: HTTP {response.status_code}: {response.text[:300]}")
     return response
@@ -200,10 +245,32 @@ def _check_events(case: Case, response: httpx.Response, console: Console) -> Non
         raise RuntimeError(f"{case.name}: expected {STREAM_EVENTS} SSE events, got {events}")
 
 
+def _check_named_events(case: Case, response: httpx.Response, console: Console) -> None:
+    """Anthropic's stream: 53 named events for 47 tokens, each an ``event:`` and a ``data:`` line,
+    in Anthropic's order."""
+    lines = response.text.splitlines()
+    names = [line.removeprefix("event:").strip() for line in lines if line.startswith("event:")]
+    data = sum(1 for line in lines if line.startswith("data:"))
+    console.print(
+        f"  {escape(case.name)}: {len(names)} SSE events ({data} data lines) a response, "
+        f"{len(response.content)} bytes"
+    )
+    expected = ["message_start", "content_block_start", "ping"]
+    expected += ["content_block_delta"] * CONTENT_TOKENS
+    expected += ["content_block_stop", "message_delta", "message_stop"]
+    assert len(expected) == ANTHROPIC_STREAM_EVENTS
+    if names != expected or data != len(expected):
+        raise RuntimeError(
+            f"{case.name}: expected {len(expected)} named events (message_start ... message_stop), "
+            f"got {len(names)} ({data} data lines): {names[:4]} ... {names[-3:]}"
+        )
+
+
 def _check_completion(case: Case, response: httpx.Response, console: Console) -> None:
-    kind = response.json().get("object")
+    body = response.json()
+    kind = body.get("type") if case.api == "anthropic" else body.get("object")
     console.print(f"  {escape(case.name)}: {kind}, {len(response.content)} bytes")
-    if kind != "chat.completion":
+    if kind != ("message" if case.api == "anthropic" else "chat.completion"):
         raise RuntimeError(f"{case.name}: unexpected body {response.text[:300]}")
 
 
@@ -212,7 +279,9 @@ def check(case: Case, console: Console, mix: Mix) -> None:
     a streamed and a plain body; llmsim's servers also count every body's prompt tokens (usage)."""
     if case.group != "realistic mix":
         response = _post(case, lua_body(case.script))
-        if case.group == "streaming":
+        if case.group == "streaming" and case.api == "anthropic":
+            _check_named_events(case, response, console)
+        elif case.group == "streaming":
             _check_events(case, response, console)
         else:
             _check_completion(case, response, console)
@@ -313,6 +382,7 @@ def main() -> None:
 
     report = summarize(all_cases, runs, mix)
     console.print(table(report))
+    console.print(anthropic_table(report))
     if tree:
         console.print(compare_table(report, tree[1]))
     payload = {
@@ -320,7 +390,7 @@ def main() -> None:
         "machine": harness.machine(),
         "wrk": {"threads": 1, "connections": connections, "duration_s": duration, "repeats": repeats},
         "pinning": {"server": server_pin, "wrk": wrk_pin},
-        "targets": TARGETS,
+        "targets": {**TARGETS, "anthropic_vs_openai": ANTHROPIC_TARGET},
         "history": HISTORY,
         "compare": {"src": tree[0], "label": tree[1]} if tree else None,
         "mix_corpus": {
@@ -350,6 +420,8 @@ def summarize(all_cases: list[Case], runs: dict[str, list[harness.WrkResult]], m
                 "server": case.server.name,
                 "script": case.script,
                 "twin": case.twin,
+                "api": case.api,
+                "peer": case.peer,
                 "rps": round(best.rps, 1),
                 "rps_runs": [round(r.rps, 1) for r in runs[case.name]],
                 # Requests per CPU-second of the server, best run: steadier than req/s when other
@@ -384,7 +456,76 @@ def summarize(all_cases: list[Case], runs: dict[str, list[harness.WrkResult]], m
         group["llmsim_ratio"] = llmsim["ratio_to_floor"]
         group["target"] = target
         group["meets_target"] = llmsim.get("meets_target")
-    return {"groups": groups}
+    return {"groups": groups, "anthropic_vs_openai": anthropic_vs_openai(all_cases, runs, groups)}
+
+
+def anthropic_vs_openai(
+    all_cases: list[Case], runs: dict[str, list[harness.WrkResult]], groups: dict[str, dict]
+) -> list[dict]:
+    """Each Anthropic case against its OpenAI twin: both are held to the same floor, so the ratio of
+    their ratios is the ratio of their req/s. Per round too: the twins ran back to back in a round,
+    so a round's ratio is a paired figure, less disturbed by the machine's swings than best ÷ best."""
+    rows = []
+    for case in all_cases:
+        if case.peer is None:
+            continue
+        by_name = {c["name"]: c for c in groups[case.group]["cases"]}
+        mine, theirs = by_name[case.name], by_name[case.peer]
+        rounds = [a.rps / b.rps for a, b in zip(runs[case.name], runs[case.peer], strict=True) if b.rps]
+        cpu_rounds = [
+            a.per_cpu_s / b.per_cpu_s
+            for a, b in zip(runs[case.name], runs[case.peer], strict=True)
+            if a.per_cpu_s and b.per_cpu_s
+        ]
+        ratio = round(mine["rps"] / theirs["rps"], 3) if theirs["rps"] else None
+        row = {
+            "group": case.group,
+            "name": case.name,
+            "openai": case.peer,
+            "role": case.role,
+            "openai_rps": theirs["rps"],
+            "anthropic_rps": mine["rps"],
+            "openai_ratio_to_floor": theirs["ratio_to_floor"],
+            "anthropic_ratio_to_floor": mine["ratio_to_floor"],
+            "ratio": ratio,
+            "ratio_rounds": [round(r, 3) for r in rounds],
+            "cpu_ratio": round(mine["per_cpu_s"] / theirs["per_cpu_s"], 3)
+            if mine["per_cpu_s"] and theirs["per_cpu_s"]
+            else None,
+            "cpu_ratio_rounds": [round(r, 3) for r in cpu_rounds],
+        }
+        if case.role == "llmsim":
+            row["target"] = ANTHROPIC_TARGET
+            row["meets_target"] = bool(ratio is not None and ratio >= ANTHROPIC_TARGET)
+        rows.append(row)
+    return rows
+
+
+def anthropic_table(report: dict) -> Table:
+    t = Table(
+        title="Anthropic / OpenAI: /v1/messages rows against their /v1/chat/completions twins (same floor)"
+    )
+    columns = ("case", "OpenAI req/s", "Anthropic req/s", "OpenAI ratio", "Anthropic ratio")
+    columns += ("A / O", "A / O a round", "A / O a CPU-s", "target")
+    for column in columns:
+        t.add_column(column, justify="left" if column == "case" else "right", no_wrap=True)
+    for row in report["anthropic_vs_openai"]:
+        verdict = "(reference)"
+        if "meets_target" in row:
+            ok = row["meets_target"]
+            verdict = f"[{'green' if ok else 'red'}]>= {row['target']} {'ok' if ok else 'MISS'}"
+        t.add_row(
+            escape(row["name"]),
+            f"{row['openai_rps']:,.0f}",
+            f"{row['anthropic_rps']:,.0f}",
+            f"{row['openai_ratio_to_floor']:.3f}x",
+            f"{row['anthropic_ratio_to_floor']:.3f}x",
+            f"{row['ratio']:.3f}x" if row["ratio"] is not None else "-",
+            "/".join(f"{r:.2f}" for r in row["ratio_rounds"]),
+            f"{row['cpu_ratio']:.3f}x" if row["cpu_ratio"] is not None else "-",
+            verdict,
+        )
+    return t
 
 
 def table(report: dict) -> Table:

@@ -2,7 +2,7 @@
 with 10,000 idle keep-alive connections.
 
 One ``llmsim serve`` (defaults: echo mode) pinned to the first CPU, on a port from
-``cluster.ports.pick_free`` (harness.free_port, 127.0.0.1); this process, the client, on the second.
+``llmsim_cluster.ports.pick_free`` (harness.free_port, 127.0.0.1); this process, the client, on the second.
 VmRSS (and its anonymous part, RssAnon) is read from ``/proc/<pid>/status`` at each stage:
 
 1. idle: ready (``GET /health`` answered), nothing else asked;

@@ -4,6 +4,11 @@
 ``streaming``  bare Starlette: StreamingResponse of an async generator of the same 50 SSE events
                llmsim sends for a 47-token answer (role chunk, 47 content chunks, finish, [DONE]).
 ``sse``        the same 50 events through sse-starlette's EventSourceResponse (reference column).
+``streaming_messages``  ``streaming`` with the route ``/v1/messages`` added, answering the 53 named
+               events of Anthropic's Messages stream for the same 47 tokens (message_start,
+               content_block_start, ping, 47 content_block_delta, content_block_stop, message_delta,
+               message_stop): a reference row, to show what that shape alone costs the floor; the
+               Anthropic llmsim rows are held to the same floors as their OpenAI twins.
 ``mixed``      bare ASGI for the realistic mix: reads the body and answers the shape it asks for,
                ``plain``'s chat.completion or, for ``"stream": true``, the 50 SSE events written one
                by one (as llmsim writes them); nothing else of the body is looked at.
@@ -104,6 +109,63 @@ STREAM_DATA = [
 STREAM_BYTES = [f"data: {data}\n\n".encode() for data in STREAM_DATA]
 assert len(STREAM_BYTES) == STREAM_EVENTS
 
+# Anthropic's Messages stream for the same 47 tokens, shaped as llmsim sends it (named events).
+ANTHROPIC_MODEL = "claude-sonnet-4-5"
+ANTHROPIC_STREAM_EVENTS = CONTENT_TOKENS + 6  # 3 before the deltas, 3 after
+
+
+def _named(name: str, payload: dict) -> bytes:
+    return f"event: {name}\ndata: {_dumps(payload)}\n\n".encode()
+
+
+_MESSAGE = {
+    "id": "msg_01" + "F" * 22,
+    "type": "message",
+    "role": "assistant",
+    "model": ANTHROPIC_MODEL,
+    "content": [],
+    "stop_reason": None,
+    "stop_sequence": None,
+    "usage": {
+        "input_tokens": 73,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 1,
+        "service_tier": "standard",
+    },
+    "llmsim_instance": INSTANCE,
+}
+ANTHROPIC_STREAM_BYTES = [
+    _named("message_start", {"type": "message_start", "message": _MESSAGE}),
+    _named(
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ),
+    _named("ping", {"type": "ping"}),
+    *(
+        _named(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": ("" if i == 0 else " ") + _LOREM[i % len(_LOREM)]},
+            },
+        )
+        for i in range(CONTENT_TOKENS)
+    ),
+    _named("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    _named(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": CONTENT_TOKENS},
+        },
+    ),
+    _named("message_stop", {"type": "message_stop"}),
+]
+assert len(ANTHROPIC_STREAM_BYTES) == ANTHROPIC_STREAM_EVENTS
+
 _JSON_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(COMPLETION)).encode())]
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -178,6 +240,16 @@ async def _stream(request: Request) -> Response:
     return StreamingResponse(_events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
+async def _anthropic_events():
+    for event in ANTHROPIC_STREAM_BYTES:
+        yield event
+
+
+async def _stream_messages(request: Request) -> Response:
+    await request.body()
+    return StreamingResponse(_anthropic_events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
 async def _sse_events():
     for data in STREAM_DATA:
         yield {"data": data}
@@ -190,3 +262,10 @@ async def _sse(request: Request) -> Response:
 
 streaming = Starlette(routes=[Route("/", _ok), Route("/v1/chat/completions", _stream, methods=["POST"])])
 sse = Starlette(routes=[Route("/", _ok), Route("/v1/chat/completions", _sse, methods=["POST"])])
+streaming_messages = Starlette(
+    routes=[
+        Route("/", _ok),
+        Route("/v1/chat/completions", _stream, methods=["POST"]),
+        Route("/v1/messages", _stream_messages, methods=["POST"]),
+    ]
+)

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
-from cluster import ports
+from llmsim_cluster import ports
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

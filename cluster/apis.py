@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import responses
+from llmsim_cluster import responses
+
 from llmsim.identity import TRACE_MARK
 
 ANTHROPIC_VERSION = "2023-06-01"

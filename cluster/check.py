@@ -18,15 +18,14 @@ from dataclasses import asdict
 from typing import Any
 from xml.etree import ElementTree
 
+from llmsim_cluster import ClusterError, gateway_args, inventory, routing, traffic
+from llmsim_cluster.gateway_args import UsageError, target_url
+from llmsim_cluster.scenarios import ERROR, FAIL, PASS, SCENARIOS, SKIP, WARN, Options, Score
+from llmsim_cluster.testbed import Testbed, TestbedError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from cluster import ClusterError, gateway_args, inventory, routing, traffic
-from cluster.gateway_args import UsageError, target_url
-from cluster.scenarios import ERROR, FAIL, PASS, SCENARIOS, SKIP, WARN, Options, Score
-from cluster.testbed import Testbed, TestbedError
 
 STYLE = {PASS: "green", WARN: "yellow", FAIL: "red", SKIP: "dim", ERROR: "magenta"}
 

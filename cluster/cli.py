@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmsim_cluster import ClusterError, control, ports, serve, state, status, supervisor
+from llmsim_cluster.state import Cluster, Instance
 from rich.console import Console
 from rich.live import Live
 from supervisor.xmlrpc import Faults
 
-from cluster import ClusterError, control, ports, serve, state, status, supervisor
-from cluster.state import Cluster, Instance
 from llmsim.faults import FaultType
 
 STOP_TIMEOUT_S = 30.0

@@ -14,8 +14,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from cluster import ClusterError, serve, supervisor
-from cluster.state import Cluster, Instance
+from llmsim_cluster import ClusterError, serve, supervisor
+from llmsim_cluster.state import Cluster, Instance
+
 from llmsim.faults import DEFAULT_TYPES
 from llmsim.settings import config_file, read_file
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from urllib.parse import urlsplit
 
-from cluster.apis import APIS, OPENAI, Api
+from llmsim_cluster.apis import APIS, OPENAI, Api
 
 
 class UsageError(Exception):

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-
-from cluster import ClusterError, control, state, supervisor
+from llmsim_cluster import ClusterError, control, state, supervisor
 
 RUNNING_STATES = ("RUNNING", "STARTING")
 RUN_DIR_ENV = "LLMSIM_RUN_DIR"

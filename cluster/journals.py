@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-
-from cluster import responses
+from llmsim_cluster import responses
 
 PATH = "/llmsim/requests"
 MAX_LIMIT = 10_000

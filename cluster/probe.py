@@ -18,14 +18,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from llmsim_cluster import ClusterError, gateway_args, inventory, journals, reconcile, routing
+from llmsim_cluster.gateway_args import UsageError, target_url
+from llmsim_cluster.probe_report import render_report, report_json
+from llmsim_cluster.traffic import CONN, Outcome, new_run_id, run_traffic
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from cluster import ClusterError, gateway_args, inventory, journals, reconcile, routing
-from cluster.gateway_args import UsageError, target_url
-from cluster.probe_report import render_report, report_json
-from cluster.traffic import CONN, Outcome, new_run_id, run_traffic
 
 UNKNOWN = reconcile.UNKNOWN
 GATEWAY = reconcile.GATEWAY

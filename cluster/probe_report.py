@@ -10,16 +10,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
+from llmsim_cluster.reconcile import GATEWAY, UNKNOWN, Tally
+from llmsim_cluster.routing import describe, percentile
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cluster.reconcile import GATEWAY, UNKNOWN, Tally
-from cluster.routing import describe, percentile
-
 if TYPE_CHECKING:
-    from cluster.probe import Result
-    from cluster.traffic import Outcome
+    from llmsim_cluster.probe import Result
+    from llmsim_cluster.traffic import Outcome
 
 SAMPLES = 6  # distinct errors shown
 _STYLE = {"pass": "bold green", "fail": "bold red", "warn": "bold yellow", "info": "bold blue"}

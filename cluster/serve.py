@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Collection
 
-from cluster import ClusterError
-from cluster.state import Instance
+from llmsim_cluster import ClusterError
+from llmsim_cluster.state import Instance
+
 from llmsim.settings import SECRET_SETTINGS, Settings
 
 ENV_PREFIX: str = Settings.model_config.get("env_prefix", "")

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cluster import ClusterError
+from llmsim_cluster import ClusterError
 
 DEFAULT_NAME = "default"
 FILE = "cluster.json"

@@ -5,7 +5,7 @@ Each instance is its own program *and* process group, so ``scale`` can add or re
 does) while the others keep serving.
 
 supervisord can die without stopping its instances (``kill -9``, OOM killer). Two defences:
-each instance is started through :mod:`cluster.tether`, so on Linux the kernel sends it SIGTERM
+each instance is started through :mod:`llmsim_cluster.tether`, so on Linux the kernel sends it SIGTERM
 when supervisord dies; and :func:`members` finds whatever still runs anyway, from /proc, by the
 ``SUPERVISOR_SERVER_URL`` supervisord puts into each child's environment (our socket's path, so
 a reused PID cannot pass for one of ours).
@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from llmsim_cluster import ClusterError, serve, state, tether
+from llmsim_cluster.state import Cluster
 from supervisor.xmlrpc import SupervisorTransport
-
-from cluster import ClusterError, serve, state, tether
-from cluster.state import Cluster
 
 CONF = "supervisord.conf"
 SOCK = "supervisor.sock"

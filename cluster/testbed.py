@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-
-from cluster import journals, reconcile, supervisor, traffic
-from cluster.apis import OPENAI, Api
-from cluster.inventory import Inventory, Member
+from llmsim_cluster import journals, reconcile, supervisor, traffic
+from llmsim_cluster.apis import OPENAI, Api
+from llmsim_cluster.inventory import Inventory, Member
 
 CONFIG = "/llmsim/config"
 TIMEOUT_S = 5.0

@@ -1,4 +1,4 @@
-"""``python -m cluster.tether PIDFILE COMMAND...``: exec COMMAND so that it dies with supervisord.
+"""``python -m llmsim_cluster.tether PIDFILE COMMAND...``: exec COMMAND so that it dies with supervisord.
 
 supervisord forks and execs each instance itself, so there is no hook to run code in the child
 before exec; this module is that hook. On Linux it asks the kernel for SIGTERM when the parent
@@ -40,7 +40,7 @@ def tie_to_parent(pidfile: str) -> bool:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
-        sys.exit("usage: python -m cluster.tether PIDFILE COMMAND [ARG...]")
+        sys.exit("usage: python -m llmsim_cluster.tether PIDFILE COMMAND [ARG...]")
     pidfile, command = argv[0], argv[1:]
     if not tie_to_parent(pidfile):
         sys.exit(f"supervisord (pidfile {pidfile}) is gone; not starting {command[0]}")

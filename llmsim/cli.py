@@ -130,7 +130,7 @@ def _delegate(name: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        module = importlib.import_module(f"cluster.{'cli' if name == 'cluster' else name}")
+        module = importlib.import_module(f"llmsim_cluster.{'cli' if name == 'cluster' else name}")
         return module.main(args.rest)
 
     return run

@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from llmsim_cluster import cli as cluster_cli
+from llmsim_cluster import control, ports, state, status, supervisor
+from llmsim_cluster.state import Instance
 from rich.console import Console
 
-from cluster import cli as cluster_cli
-from cluster import control, ports, state, status, supervisor
-from cluster.state import Instance
 from tests.servers import free_port, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from llmsim_cluster import ClusterError, control, serve, state, status, supervisor
+from llmsim_cluster.state import Cluster
 from rich.console import Console
 
-from cluster import ClusterError, control, serve, state, status, supervisor
-from cluster.state import Cluster
 from llmsim.settings import Settings
 from tests.servers import free_port
 from tests.test_cluster import CHAT, Cli, make_cli, url

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cluster import responses
-from cluster.reconcile import GATEWAY, UNKNOWN, Sent, reconcile
+from llmsim_cluster import responses
+from llmsim_cluster.reconcile import GATEWAY, UNKNOWN, Sent, reconcile
 
 T0 = 1_700_000_000.0
 
