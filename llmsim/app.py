@@ -32,7 +32,8 @@ from llmsim.settings import Settings
 from llmsim.stats import Stats
 from llmsim.surfaces import anthropic_messages
 from llmsim.surfaces import models as models_surface
-from llmsim.surfaces.openai_chat import ChatCompletionRequest, ChatCompletions
+from llmsim.surfaces.endpoint import Generate
+from llmsim.surfaces.openai_chat import CHAT, ChatCompletionRequest
 
 log = logging.getLogger("llmsim")
 
@@ -152,7 +153,7 @@ class LlmsimAPI(FastAPI):
 def chat_completions_route(engine: Engine) -> RawRoute:
     return RawRoute(
         "/v1/chat/completions",
-        ChatCompletions(engine),
+        Generate(engine, CHAT),
         methods=["POST"],
         schemas=[ChatCompletionRequest],
         operation={

@@ -39,18 +39,6 @@ WEATHER = {
 EVENTS = pydantic.TypeAdapter(types.RawMessageStreamEvent)
 
 
-def _app(settings: Settings) -> Any:
-    """create_app plus this surface's routes at the front (until app.py registers them)."""
-    pipeline = create_app(settings)
-    if not any(getattr(r, "path", None) == "/v1/messages" for r in pipeline.app.routes):
-        routes = anthropic_messages.routes(pipeline.engine)
-        pipeline.app.routes[:0] = routes
-        for route in routes:
-            pipeline.paths[route.endpoint] = route.path
-            pipeline.surfaces[route.path] = route.endpoint.surface
-    return pipeline
-
-
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     settings = Settings(
@@ -61,7 +49,9 @@ def url() -> Iterator[str]:
         tpm=100_000_000,
     )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -40,12 +40,12 @@ from starlette.types import Receive, Scope, Send
 
 from llmsim import schema_values, tokens
 from llmsim.content import lorem
-from llmsim.engine import Engine
+from llmsim.engine import Engine, Turn
 from llmsim.errors import APIError, shorten
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolSpec, count_prompt
-from llmsim.journal import trace_in_body
 from llmsim.limits import LimitState
 from llmsim.surfaces.base import JSON, Headers, read_body
+from llmsim.surfaces.endpoint import PARSE_IN_THREAD_BYTES, Generate, Reply
 from llmsim.surfaces.validation import check_complexity
 from llmsim.workers import in_thread
 
@@ -491,7 +491,6 @@ def parse(raw: bytes, models: frozenset[str]) -> Parsed:
 
 
 CACHED_BODY_BYTES = 8 * 1024
-PARSE_IN_THREAD_BYTES = 1024 * 1024
 
 
 def _parse(raw: bytes, models: frozenset[str]) -> Parsed:
@@ -883,44 +882,35 @@ def _require_version(scope: Scope) -> None:
 # --- endpoints ------------------------------------------------------------------------------------
 
 
-class Messages:
-    """``POST /v1/messages`` as a plain ASGI endpoint, like openai_chat.ChatCompletions."""
+class MessagesSurface:
+    """Anthropic's ``POST /v1/messages`` for the shared endpoint (llmsim.surfaces.endpoint.Generate);
+    one prompt cache per instance."""
 
-    surface = WIRE
+    wire = WIRE
 
-    def __init__(self, engine: Engine, cache: PromptCache) -> None:
-        self.engine = engine
+    def __init__(self, cache: PromptCache) -> None:
         self.cache = cache
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["llmsim.surface"] = WIRE
-        engine = self.engine
-        turn = engine.admit(scope)
+    @staticmethod
+    def check(scope: Scope) -> None:
         _require_version(scope)
-        raw = await read_body(receive)
-        entry = scope.get("llmsim.entry")
-        if entry is not None and entry.trace is None:
-            entry.trace = trace_in_body(raw)
-        if len(raw) > PARSE_IN_THREAD_BYTES:
-            parsed = await in_thread(parse, raw, engine.models)
-        else:
-            parsed = parse(raw, engine.models)
+
+    @staticmethod
+    def parse(raw: bytes, models: frozenset[str]) -> tuple[Parsed, GenerationRequest]:
+        parsed = parse(raw, models)
+        return parsed, parsed.neutral
+
+    def reply(self, parsed: Parsed, generation: Generation, turn: Turn, instance: str) -> Reply:
         body = parsed.body
-        try:
-            generation = await engine.begin(scope, receive, turn, parsed.neutral)
-            thinking = thinking_for(parsed.thinking_budget, body.model, parsed.neutral.last_user_text)
-            if thinking is not None:
-                turn.completion_tokens += len(thinking.pieces)
-            cache = self.cache.use(parsed.breakpoints)
-            instance = engine.instance_id
-            if body.stream:
-                events = render_stream(generation, body.model, instance, thinking, cache)
-                await engine.stream(turn, send, SSE_HEADERS, events)
-            else:
-                payload = render(generation, body.model, instance, thinking, cache)
-                await engine.respond(turn, send, payload, JSON)
-        finally:
-            engine.end(turn)
+        thinking = thinking_for(parsed.thinking_budget, body.model, parsed.neutral.last_user_text)
+        if thinking is not None:
+            turn.completion_tokens += len(thinking.pieces)
+        cache = self.cache.use(parsed.breakpoints)
+        if body.stream:
+            return Reply(
+                events=render_stream(generation, body.model, instance, thinking, cache), headers=SSE_HEADERS
+            )
+        return Reply(render(generation, body.model, instance, thinking, cache))
 
 
 class CountTokens:
@@ -959,7 +949,7 @@ def routes(engine: Engine) -> list[Route]:
     """The surface's routes; one prompt cache per instance (per engine)."""
     cache = PromptCache()
     return [
-        Route("/v1/messages", Messages(engine, cache), methods=["POST"]),
+        Route("/v1/messages", Generate(engine, MessagesSurface(cache)), methods=["POST"]),
         Route("/v1/messages/count_tokens", CountTokens(engine), methods=["POST"]),
     ]
 

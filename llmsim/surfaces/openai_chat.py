@@ -21,16 +21,14 @@ from pydantic import (
     ValidationInfo,
 )
 from pydantic_core import PydanticCustomError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from llmsim import schema_values
-from llmsim.engine import Engine
+from llmsim.engine import Turn
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
-from llmsim.journal import trace_in_body
-from llmsim.surfaces.base import read_body
+from llmsim.surfaces.endpoint import Reply
 from llmsim.surfaces.validation import check_complexity, to_api_error
-from llmsim.workers import in_thread
 
 
 class _Model(BaseModel):
@@ -259,10 +257,6 @@ def _prompt_message(message: Any) -> PromptMessage:
         texts += (call.function.name, call.function.arguments)
     return PromptMessage(message.role, tuple(texts), fields.get("name"), images)
 
-
-# Bodies past this size are parsed in a worker thread: pydantic and orjson hold the GIL while
-# they work, but the event loop runs between their calls instead of waiting for all of them.
-PARSE_IN_THREAD_BYTES = 1024 * 1024
 
 # Bodies up to this size have their validated form remembered (the last 256): a load test or a
 # gateway's retry sends the same bytes again, and validation is a pure function of the bytes, as
@@ -572,39 +566,23 @@ SSE_HEADERS = [
 ]
 
 
-class ChatCompletions:
-    """``POST /v1/chat/completions`` as a plain ASGI endpoint: the surface's part is parsing and
-    rendering; the engine does everything in between.
+class ChatSurface:
+    """OpenAI's chat completions for the shared endpoint (llmsim.surfaces.endpoint.Generate)."""
 
-    A token stream is many small writes; sending them straight to the server, without a
-    Response object and its disconnect-listener task, keeps llmsim near the speed of a bare
-    ASGI app. Errors are raised, and rendered once by the Pipeline.
-    """
+    wire = None  # OpenAI's envelope and headers are the default
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def check(self, scope: Scope) -> None:
+        pass
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self.engine
-        turn = engine.admit(scope)
-        raw = await read_body(receive)
-        entry = scope.get("llmsim.entry")
-        if entry is not None and entry.trace is None:
-            entry.trace = trace_in_body(raw)
-        if len(raw) > PARSE_IN_THREAD_BYTES:  # megabytes to parse: between parser calls the loop runs
-            body, neutral = await in_thread(parse, raw, engine.models)
-        else:
-            body, neutral = parse(raw, engine.models)
-        try:
-            generation = await engine.begin(scope, receive, turn, neutral)
-            top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
-            instance = engine.instance_id
-            if body.stream:
-                include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                events = render_stream(generation, body.model, instance, include_usage, top_logprobs)
-                await engine.stream(turn, send, SSE_HEADERS, events)
-            else:
-                payload = render(generation, body.model, instance, top_logprobs)
-                await engine.respond(turn, send, payload, b"application/json")
-        finally:
-            engine.end(turn)
+    parse = staticmethod(parse)
+
+    def reply(self, body: ChatCompletionRequest, generation: Generation, turn: Turn, instance: str) -> Reply:
+        top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = render_stream(generation, body.model, instance, include_usage, top_logprobs)
+            return Reply(events=events, headers=SSE_HEADERS)
+        return Reply(render(generation, body.model, instance, top_logprobs))
+
+
+CHAT = ChatSurface()
