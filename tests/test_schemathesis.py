@@ -117,7 +117,7 @@ def fuzz(server: Server, data: st.DataObject, strategy: st.SearchStrategy[Any]) 
     case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=10)
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=60)
 @given(data=st.data())
 def test_valid_requests_for_served_models(server: Server, data: st.DataObject) -> None:
     """Requests valid by OpenAI's schema, for models the instance serves: mostly 200s, and the
@@ -126,14 +126,14 @@ def test_valid_requests_for_served_models(server: Server, data: st.DataObject) -
     fuzz(server, data, cases(tuple(MODELS), False, GenerationMode.POSITIVE))
 
 
-@settings(FUZZ, max_examples=50)
+@settings(FUZZ, max_examples=30)
 @given(data=st.data())
 def test_valid_streaming_requests(server: Server, data: st.DataObject) -> None:
     """The same with ``stream: true``: every event of a 200 is a chunk or ``[DONE]``."""
     fuzz(server, data, cases(tuple(MODELS), True, GenerationMode.POSITIVE))
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=60)
 @given(data=st.data())
 def test_requests_breaking_the_schema(server: Server, data: st.DataObject) -> None:
     """Requests that break OpenAI's schema somewhere, for any model name: refused in the
