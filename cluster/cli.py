@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import sys
 import time
 import xmlrpc.client
@@ -14,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmsim_cluster import ClusterError, control, ports, serve, state, status, supervisor
+from llmsim_cluster import ClusterError, control, lifecycle, serve, state, status, supervisor
 from llmsim_cluster.state import Cluster, Instance
 from rich.console import Console
 from rich.live import Live
@@ -22,181 +21,9 @@ from supervisor.xmlrpc import Faults
 
 from llmsim.faults import FaultType
 
-STOP_TIMEOUT_S = 30.0
-ORPHANED, GONE = "ORPHANED", "GONE"  # status states of instances whose supervisord died
-_FAILED_STATES = ("BACKOFF", "EXITED", "FATAL")
-
 # Piped output (CI logs, `| less`) has no terminal width; rich would assume 80 and squeeze the
 # table's last columns to nothing.
 console = Console() if Console().is_terminal else Console(width=140)
-
-
-def _deadline_loop(timeout: float, interval: float = 0.05):
-    """Yield until ``timeout`` seconds have passed, pausing ``interval`` between rounds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        yield
-        time.sleep(interval)
-
-
-def _nothing_here(run_dir: Path) -> ClusterError:
-    return ClusterError(f"no cluster is running in {run_dir} (start one with `llmsim cluster up`)")
-
-
-def _leftovers(run_dir: Path) -> dict[str, int]:
-    """Instance ID -> PID of this run dir's instances still alive, per /proc (see ``supervisor.members``)."""
-    found: dict[str, int] = {}
-    for pid, name in sorted(supervisor.members(run_dir).items()):
-        with contextlib.suppress(OSError):  # supervisord made each instance its own group's leader
-            if name not in found or os.getpgid(pid) == pid:
-                found[name] = pid
-    return found
-
-
-def _listing(left: dict[str, int]) -> str:
-    return ", ".join(
-        f"{name} (pid {pid})" for name, pid in sorted(left.items(), key=lambda i: (len(i[0]), i))
-    )
-
-
-def _not_running(run_dir: Path) -> ClusterError:
-    """Why no supervisord answers in ``run_dir``: none was started, or it died, alone or not."""
-    daemon = supervisor.daemon(run_dir)
-    if daemon is not None:
-        return ClusterError(
-            f"supervisord (pid {daemon}) in {run_dir} does not answer on its socket; "
-            "`llmsim cluster down` stops it and its instances"
-        )
-    pid = supervisor.recorded_pid(run_dir)
-    its = f"its supervisord (pid {pid})" if pid else "its supervisord"
-    left = _leftovers(run_dir)
-    if left:
-        return ClusterError(
-            f"the cluster in {run_dir} lost {its}, but {len(left)} of its instances still run without it: "
-            f"{_listing(left)}; stop them with `llmsim cluster down`"
-        )
-    if supervisor.traces(run_dir):
-        return ClusterError(
-            f"no cluster is running in {run_dir}: {its} died, and its instances with it; "
-            "`llmsim cluster down` clears what it left"
-        )
-    return _nothing_here(run_dir)
-
-
-def _running(run_dir: Path) -> tuple[Cluster, Any]:
-    api = supervisor.running(run_dir)
-    if api is None:
-        raise _not_running(run_dir)
-    cluster = state.load(run_dir)
-    if cluster is None:
-        raise _nothing_here(run_dir)
-    return cluster, api
-
-
-def _instance(cluster: Cluster, instance_id: str) -> Instance:
-    instance = cluster.instance(instance_id)
-    if instance is None:
-        known = ", ".join(i.id for i in cluster.instances)
-        raise ClusterError(f"unknown instance {instance_id!r}; this cluster has {known}")
-    return instance
-
-
-def _check_free(instances: list[Instance]) -> None:
-    for instance in instances:
-        if not ports.is_free(instance.host, instance.port):
-            holder = ports.owner(instance.port)
-            by = f" by {holder}" if holder else ""
-            raise ClusterError(
-                f"port {instance.port} on {instance.host} (for {instance.id}) is already in use{by}; "
-                "choose another --base-port or stop what holds it"
-            )
-
-
-def _log_tail(run_dir: Path, instance_id: str, lines: int = 15) -> str:
-    try:
-        text = supervisor.log_path(run_dir, instance_id).read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
-def _wait_healthy(run_dir: Path, api: Any, instances: list[Instance], timeout: float) -> None:
-    """Return once every instance answers /health and supervisor calls it RUNNING (up for startsecs).
-
-    Fails fast, naming the instance and showing its log, if supervisor saw one exit.
-    """
-    pending = {i.id: i for i in instances}
-    for _ in _deadline_loop(timeout):
-        states = {info["name"]: info["statename"] for info in api.getAllProcessInfo()}
-        failed = next((i for i in pending if states.get(i) in _FAILED_STATES), None)
-        if failed:
-            raise ClusterError(
-                f"instance {failed} exited during start-up (supervisor state {states[failed]}); "
-                f"end of its log:\n{_log_tail(run_dir, failed)}"
-            )
-        for instance in [i for i in pending.values() if states.get(i.id) == "RUNNING"]:
-            if status.healthy(instance):
-                del pending[instance.id]
-        if not pending:
-            return
-    first = next(iter(pending))
-    raise ClusterError(
-        f"instance {first} did not become healthy within {timeout:g} s; end of its log:\n{_log_tail(run_dir, first)}"
-    )
-
-
-def _apply(run_dir: Path, api: Any, cluster: Cluster) -> None:
-    """Make supervisord match ``cluster`` as `supervisorctl update` does; untouched instances keep running."""
-    supervisor.write_config(run_dir, cluster)
-    added, _changed, removed = api.reloadConfig()[0]
-    for group in removed:  # stop them all at once, then wait: one at a time costs ~1 s each
-        api.stopProcessGroup(group, False)
-    for _ in _deadline_loop(STOP_TIMEOUT_S):
-        if all(
-            i["statename"] in ("STOPPED", "EXITED", "FATAL")
-            for i in api.getAllProcessInfo()
-            if i["group"] in removed
-        ):
-            break
-    for group in removed:
-        api.removeProcessGroup(group)
-    for group in added:
-        api.addProcessGroup(group)
-
-
-def _shutdown(run_dir: Path, api: Any | None, cluster: Cluster | None) -> None:
-    """Stop supervisord and every instance; return only when no process remains and ports are free.
-
-    supervisord stops its instances itself (SIGTERM, SIGKILL after ``STOP_WAIT_S``). Instances
-    without one (it died, or dies now) get the same from here, found in /proc, so nothing is left.
-    """
-    daemon = supervisor.daemon(run_dir)
-    if api is not None:
-        with contextlib.suppress(supervisor.SupervisorGone):
-            daemon = api.getPID()
-            api.shutdown()
-    elif daemon is not None:  # alive but not answering: SIGTERM makes it stop its instances too
-        supervisor.send([daemon], signal.SIGTERM)
-    instances = cluster.instances if cluster else []
-    termed: dict[int, float] = {}  # orphan PID -> when it got SIGTERM
-    for _ in _deadline_loop(STOP_TIMEOUT_S, interval=0.1):
-        managed = daemon is not None and supervisor.alive(daemon)
-        left = supervisor.members(run_dir)
-        if not managed:
-            now = time.monotonic()
-            supervisor.send([pid for pid in left if pid not in termed], signal.SIGTERM)
-            termed.update({pid: termed.get(pid, now) for pid in left})
-            supervisor.send(
-                [pid for pid in left if now - termed[pid] >= supervisor.STOP_WAIT_S], signal.SIGKILL
-            )
-        busy = [i.port for i in instances if not ports.is_free(i.host, i.port)]
-        if not managed and not left and not busy:
-            supervisor.clean(run_dir)
-            return
-    alive = ([daemon] if managed else []) + sorted(left)
-    raise ClusterError(
-        f"the cluster did not stop within {STOP_TIMEOUT_S:g} s (pids {alive} alive, ports {busy} busy)"
-    )
 
 
 def _collect(cluster: Cluster, api: Any, run_dir: Path) -> list[status.Row]:
@@ -218,32 +45,24 @@ def _live(refresh: Callable[[], Any]) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
-def _check_range(base_port: int, n: int) -> None:
-    if not 1 <= base_port <= 65536 - n:
-        raise ClusterError(
-            f"{n} instances from --base-port {base_port} need ports {base_port}-{base_port + n - 1}, "
-            "outside 1-65535"
-        )
-
-
 def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
     if args.n < 1:
         raise ClusterError(f"a cluster needs at least one instance (got -n {args.n})")
     for flag, value in (("--name", args.name), ("--id-prefix", args.id_prefix)):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):  # they become file and program names
             raise ClusterError(f"{flag} may contain only letters, digits, '_', '.' and '-' (got {value!r})")
-    _check_range(args.base_port, args.n)
+    lifecycle.check_range(args.base_port, args.n)
     if supervisor.running(run_dir):
         raise ClusterError(
             f"cluster {args.name!r} is already running in {run_dir}; see `llmsim cluster status` or stop it with `llmsim cluster down`"
         )
-    if supervisor.daemon(run_dir) is not None or _leftovers(run_dir):
-        raise _not_running(run_dir)
+    if supervisor.daemon(run_dir) is not None or lifecycle.leftovers(run_dir):
+        raise lifecycle.not_running(run_dir)
     serve_args, secrets = serve.lift_secrets(args.serve_args)
     cluster = Cluster(
         args.name, args.host, args.base_port, args.id_prefix, serve_args, args.n, str(Path.cwd())
     )
-    _check_free(cluster.instances)
+    lifecycle.check_free(cluster.instances)
     started = time.monotonic()
     supervisor.clean(run_dir)
     supervisor.write_config(run_dir, cluster)
@@ -254,10 +73,10 @@ def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
         raise
     api = supervisor.connect(run_dir)
     try:
-        _wait_healthy(run_dir, api, cluster.instances, args.timeout)
+        lifecycle.wait_healthy(run_dir, api, cluster.instances, args.timeout)
         state.save(run_dir, cluster)
     except BaseException:
-        _shutdown(run_dir, api, cluster)
+        lifecycle.shutdown(run_dir, api, cluster)
         raise
     console.print(
         f"cluster {cluster.name!r}: {args.n} instances healthy in {time.monotonic() - started:.1f} s"
@@ -270,18 +89,22 @@ def cmd_up(args: argparse.Namespace, run_dir: Path) -> int:
         _live(lambda: _show(cluster, api, run_dir))
     except KeyboardInterrupt:
         console.print("\nstopping the cluster…")
-        _shutdown(run_dir, api, cluster)
+        lifecycle.shutdown(run_dir, api, cluster)
     return 0
 
 
 def _report_orphans(args: argparse.Namespace, run_dir: Path) -> None:
     """supervisord is gone but instances are left: show every row (ORPHANED or GONE) as usual."""
     cluster = state.load(run_dir)
-    left = _leftovers(run_dir) if supervisor.daemon(run_dir) is None else {}
+    left = lifecycle.leftovers(run_dir) if supervisor.daemon(run_dir) is None else {}
     if cluster is None or not left:
         return
     info = [
-        {"name": i.id, "statename": ORPHANED if i.id in left else GONE, "pid": left.get(i.id)}
+        {
+            "name": i.id,
+            "statename": lifecycle.ORPHANED if i.id in left else lifecycle.GONE,
+            "pid": left.get(i.id),
+        }
         for i in cluster.instances
     ]
     rows = status.collect(cluster, info, control.admin_token(run_dir, cluster))
@@ -296,8 +119,8 @@ def cmd_status(args: argparse.Namespace, run_dir: Path) -> int:
     """Exit status 1, after the table, when supervisord is gone: the cluster is not what `up` made."""
     if supervisor.running(run_dir) is None:
         _report_orphans(args, run_dir)
-        raise _not_running(run_dir)
-    cluster, api = _running(run_dir)
+        raise lifecycle.not_running(run_dir)
+    cluster, api = lifecycle.running(run_dir)
     if args.json:
         daemon = {"pid": api.getPID(), "running": True}
         print(status.as_json(cluster, run_dir, _collect(cluster, api, run_dir), daemon))
@@ -309,40 +132,29 @@ def cmd_status(args: argparse.Namespace, run_dir: Path) -> int:
     return 0
 
 
-def _stop(api: Any, instance: Instance) -> bool:
-    """Stop and wait until the process is gone; False if it was not running."""
-    try:
-        api.stopProcess(instance.id, True)
-    except xmlrpc.client.Fault as fault:
-        if fault.faultCode != Faults.NOT_RUNNING:
-            raise
-        return False
-    return True
-
-
 def cmd_stop(args: argparse.Namespace, run_dir: Path) -> int:
-    cluster, api = _running(run_dir)
-    instance = _instance(cluster, args.id)
-    done = "stopped" if _stop(api, instance) else "was already stopped"
+    cluster, api = lifecycle.running(run_dir)
+    instance = lifecycle.instance(cluster, args.id)
+    done = "stopped" if lifecycle.stop(api, instance) else "was already stopped"
     console.print(f"{instance.id} ({instance.url}) {done}")
     return 0
 
 
 def cmd_restart(args: argparse.Namespace, run_dir: Path) -> int:
-    cluster, api = _running(run_dir)
-    _stop(api, _instance(cluster, args.id))
+    cluster, api = lifecycle.running(run_dir)
+    lifecycle.stop(api, lifecycle.instance(cluster, args.id))
     return cmd_start(args, run_dir)
 
 
 def cmd_start(args: argparse.Namespace, run_dir: Path) -> int:
-    cluster, api = _running(run_dir)
-    instance = _instance(cluster, args.id)
+    cluster, api = lifecycle.running(run_dir)
+    instance = lifecycle.instance(cluster, args.id)
     try:
         api.startProcess(instance.id, False)
     except xmlrpc.client.Fault as fault:
         if fault.faultCode != Faults.ALREADY_STARTED:
             raise
-    _wait_healthy(run_dir, api, [instance], args.timeout)
+    lifecycle.wait_healthy(run_dir, api, [instance], args.timeout)
     console.print(f"{instance.id} is healthy at {instance.url}")
     return 0
 
@@ -352,22 +164,22 @@ def cmd_scale(args: argparse.Namespace, run_dir: Path) -> int:
         raise ClusterError(
             f"a cluster needs at least one instance (got {args.n}); use `llmsim cluster down` to stop it"
         )
-    cluster, api = _running(run_dir)
-    _check_range(cluster.base_port, args.n)
+    cluster, api = lifecycle.running(run_dir)
+    lifecycle.check_range(cluster.base_port, args.n)
     before = cluster.size
     cluster.size = args.n
     if args.n < before:
         state.save(run_dir, cluster)  # readers stop expecting the removed ones first
-        _apply(run_dir, api, cluster)
+        lifecycle.apply(run_dir, api, cluster)
     elif args.n > before:
         added = cluster.instances[before:]
-        _check_free(added)
-        _apply(run_dir, api, cluster)
+        lifecycle.check_free(added)
+        lifecycle.apply(run_dir, api, cluster)
         try:
-            _wait_healthy(run_dir, api, added, args.timeout)
+            lifecycle.wait_healthy(run_dir, api, added, args.timeout)
         except BaseException:
             cluster.size = before
-            _apply(run_dir, api, cluster)
+            lifecycle.apply(run_dir, api, cluster)
             raise
         state.save(run_dir, cluster)
     console.print(f"scaled {cluster.name!r} from {before} to {args.n} instances")
@@ -378,7 +190,7 @@ def cmd_scale(args: argparse.Namespace, run_dir: Path) -> int:
 def cmd_logs(args: argparse.Namespace, run_dir: Path) -> int:
     cluster = state.load(run_dir)
     if cluster is not None:
-        _instance(cluster, args.id)
+        lifecycle.instance(cluster, args.id)
     path = supervisor.log_path(run_dir, args.id)
     if not path.exists():
         raise ClusterError(f"no log for {args.id!r} in {path.parent}")
@@ -402,7 +214,7 @@ def cmd_logs(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def _targets(cluster: Cluster, instance_id: str) -> list[Instance]:
-    return cluster.instances if instance_id == "all" else [_instance(cluster, instance_id)]
+    return cluster.instances if instance_id == "all" else [lifecycle.instance(cluster, instance_id)]
 
 
 def _configure(
@@ -417,7 +229,7 @@ def _configure(
     A 400 stops at once (the same change would be refused everywhere); an instance that does not
     answer is reported and the others are still changed. Exit status 1 if anything failed.
     """
-    cluster, _api = _running(run_dir)
+    cluster, _api = lifecycle.running(run_dir)
     targets = _targets(cluster, instance_id)
     token = control.admin_token(run_dir, cluster)
     failed = 0
@@ -492,17 +304,19 @@ def cmd_down(args: argparse.Namespace, run_dir: Path) -> int:
     name = cluster.name if cluster else args.name
     logs = f"logs kept in {run_dir / supervisor.LOGS}"
     if api is not None or supervisor.daemon(run_dir) is not None:
-        _shutdown(run_dir, api, cluster)
+        lifecycle.shutdown(run_dir, api, cluster)
         console.print(f"cluster {name!r} stopped; {logs}", soft_wrap=True)
         return 0
-    left = _leftovers(run_dir)
+    left = lifecycle.leftovers(run_dir)
     if not left and not supervisor.traces(run_dir):
-        raise _nothing_here(run_dir)
+        raise lifecycle.nothing_here(run_dir)
     pid = supervisor.recorded_pid(run_dir)
     its = f"its supervisord (pid {pid})" if pid else "its supervisord"
-    _shutdown(run_dir, None, cluster)
+    lifecycle.shutdown(run_dir, None, cluster)
     if left:
-        what = f"cluster {name!r} had lost {its}; stopped the instances left running: {_listing(left)}"
+        what = (
+            f"cluster {name!r} had lost {its}; stopped the instances left running: {lifecycle.listing(left)}"
+        )
     else:
         what = (
             f"cluster {name!r} was not running: {its} had died, and its instances with it; cleared {run_dir}"

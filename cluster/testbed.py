@@ -21,6 +21,7 @@ import aiohttp
 from llmsim_cluster import journals, reconcile, supervisor, traffic
 from llmsim_cluster.apis import OPENAI, Api
 from llmsim_cluster.inventory import Inventory, Member
+from supervisor.xmlrpc import Faults
 
 CONFIG = "/llmsim/config"
 TIMEOUT_S = 5.0
@@ -156,7 +157,7 @@ class Testbed:
             try:
                 await asyncio.to_thread(api.startProcess, member.id, True)
             except xmlrpc.client.Fault as fault:
-                if fault.faultCode != 60:  # ALREADY_STARTED
+                if fault.faultCode != Faults.ALREADY_STARTED:
                     raise
             await self._healthy(member)
 
