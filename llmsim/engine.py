@@ -170,44 +170,61 @@ class Engine:
     async def begin(
         self, scope: Scope, receive: Receive, turn: Turn, request: GenerationRequest
     ) -> Generation:
-        """Content, faults, limits, the queue and the latency plan; raises what the client gets."""
+        """Generation (content and usage), then admission; raises what the client gets."""
         # The request may be shared (a surface's cache of identical bodies): change a copy.
         if turn.overrides.output_tokens is not None:
             request = replace(request, output_tokens=turn.overrides.output_tokens)
         if self.content.script is not None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             request = replace(request, headers=headers)
-        turn.model = request.model
-        turn.stream = request.stream
+        turn.model, turn.stream = request.model, request.stream
         presence = turn.presence = Presence(receive)
         if _heavy(request, self.settings.output_tokens):
             generation = await presence.wait(in_thread(generate, request, self.content))
         else:
             generation = generate(request, self.content)
-        turn.prompt_tokens = generation.prompt_tokens
         turn.completion_tokens = generation.completion_tokens
         turn.finish_reason = generation.choices[0].finish_reason
+        estimate = limits.estimate_tokens(generation.prompt_tokens, request.max_tokens, request.n)
+        await self.admission(
+            scope, receive, turn, request.model, generation.prompt_tokens, estimate, generation.longest
+        )
+        return generation
 
-        fault = self.faults.pick(turn.fault_header)
-        if fault is not None and fault.mid_stream and not request.stream:
-            fault = None  # nothing to cut or corrupt in a whole body: not injected, not counted
+    async def admission(
+        self,
+        scope: Scope,
+        receive: Receive,
+        turn: Turn,
+        model: str,
+        prompt_tokens: int,
+        token_estimate: int,
+        output_tokens: int,
+    ) -> None:
+        """Faults, rate limits, the queue and the latency plan, for any surface: one that generates
+        no tokens (embeddings) comes here straight, with ``output_tokens`` 0 (a prefill-only plan).
+
+        ``token_estimate`` is what the request counts against TPM before it runs."""
+        turn.model = model
+        turn.prompt_tokens = prompt_tokens
+        presence = turn.presence
+        if presence is None:
+            presence = turn.presence = Presence(receive)
+        fault = self.faults.pick(turn.fault_header, turn.stream)
         if fault is not None:
             turn.fault = fault
             if fault.immediate:
-                raise self.faults.error_for(
-                    fault, request.model, generation.prompt_tokens, turn.overrides.retry_after
-                )
+                raise self.faults.error_for(fault, model, prompt_tokens, turn.overrides.retry_after)
 
         if self.limits.enabled:
             identity = turn.key.key if turn.key else _client(scope)
-            estimate = limits.estimate_tokens(generation.prompt_tokens, request.max_tokens, request.n)
             try:
                 turn.limit = self.limits.check(
                     identity,
                     turn.key.tier if turn.key else None,
-                    estimate,
+                    token_estimate,
                     time.monotonic(),
-                    model=request.model,
+                    model=model,
                     org=turn.key.org if turn.key else None,
                 )
             except APIError as exc:
@@ -226,9 +243,7 @@ class Engine:
             turn.queued_s = time.monotonic() - waiting_since
         turn.acquired = True
         slowdown = 1 + self.settings.slowdown * scheduler.load
-        plan = self.latency.plan(
-            request.model, generation.prompt_tokens, generation.longest, turn.overrides, slowdown
-        )
+        plan = self.latency.plan(model, prompt_tokens, output_tokens, turn.overrides, slowdown)
         if fault is not None and fault.type is FaultType.slow:
             plan = replace(
                 plan, prefill=(plan.prefill or SLOW_BASE_S) * (fault.factor or self.faults.slow_factor)
@@ -242,7 +257,6 @@ class Engine:
             # Accept, then say nothing until the client gives up or the hang time passes.
             await presence.sleep(fault.hang if fault.hang is not None else self.faults.hang)
             raise APIError(504, "Request timed out.", code="timeout", type="server_error")
-        return generation
 
     def end(self, turn: Turn) -> None:
         if turn.acquired:
