@@ -18,9 +18,10 @@ from pathlib import Path
 
 import harness
 import httpx
-from llmsim_cluster import ports, state, status, supervisor
 from rich.console import Console
 from rich.table import Table
+
+from llmsim_cluster import ports, state, status, supervisor
 
 TARGETS = {"startup_s": 3.0, "idle_rss_mib": 60.0}  # issue 11: 8 instances healthy < 3 s
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello, how are you?"}]}

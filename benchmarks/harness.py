@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from llmsim_cluster import ports
 
 HERE = Path(__file__).resolve().parent

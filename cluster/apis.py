@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmsim_cluster import responses
-
 from llmsim.identity import TRACE_MARK
+from llmsim_cluster import responses
 
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_TOKENS = 16

@@ -18,14 +18,15 @@ from dataclasses import asdict
 from typing import Any
 from xml.etree import ElementTree
 
-from llmsim_cluster import ClusterError, gateway_args, inventory, routing, traffic
-from llmsim_cluster.gateway_args import UsageError, target_url
-from llmsim_cluster.scenarios import ERROR, FAIL, PASS, SCENARIOS, SKIP, WARN, Options, Score
-from llmsim_cluster.testbed import Testbed, TestbedError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from llmsim_cluster import ClusterError, gateway_args, inventory, routing, traffic
+from llmsim_cluster.gateway_args import UsageError, target_url
+from llmsim_cluster.scenarios import ERROR, FAIL, PASS, SCENARIOS, SKIP, WARN, Options, Score
+from llmsim_cluster.testbed import Testbed, TestbedError
 
 STYLE = {PASS: "green", WARN: "yellow", FAIL: "red", SKIP: "dim", ERROR: "magenta"}
 
@@ -178,15 +179,10 @@ def exit_code(scores: list[Score], strict: bool, known: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
-    try:
-        return _run(args)
-    except (UsageError, ClusterError) as exc:
-        err.print(f"[red]llmsim check:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        err.print("[yellow]llmsim check: interrupted; the instances were restored[/]")
-        return 130
+    errors = (UsageError, ClusterError)
+    return gateway_args.run(
+        "llmsim check", lambda: _run(args), errors, "interrupted; the instances were restored"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmsim_cluster import ClusterError, control, lifecycle, serve, state, status, supervisor
-from llmsim_cluster.state import Cluster, Instance
 from rich.console import Console
 from rich.live import Live
 from supervisor.xmlrpc import Faults
 
 from llmsim.faults import FaultType
+from llmsim_cluster import ClusterError, control, lifecycle, serve, state, status, supervisor
+from llmsim_cluster.state import Cluster, Instance
 
 # Piped output (CI logs, `| less`) has no terminal width; rich would assume 80 and squeeze the
 # table's last columns to nothing.

@@ -14,11 +14,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from llmsim_cluster import ClusterError, serve, supervisor
-from llmsim_cluster.state import Cluster, Instance
-
 from llmsim.faults import DEFAULT_TYPES
 from llmsim.settings import config_file, read_file
+from llmsim_cluster import ClusterError, serve, supervisor
+from llmsim_cluster.state import Cluster, Instance
 
 TIMEOUT_S = 5.0
 TOKEN_ENV = serve.env_name(serve.ADMIN_TOKEN)

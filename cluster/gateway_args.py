@@ -4,13 +4,40 @@ talk to it, the instances behind it and how to read their journals."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.markup import escape
 
 from llmsim_cluster.apis import APIS, OPENAI, Api
 
 
 class UsageError(Exception):
     """Bad arguments or an unreachable URL: one sentence, exit code 2."""
+
+
+def run(
+    prog: str, body: Callable[[], int], usage_errors: tuple[type[Exception], ...], interrupted: str = ""
+) -> int:
+    """``body()``'s exit code; a usage error or anything unexpected is one sentence on stderr and
+    exit code 2 (no traceback), Ctrl-C is 130."""
+    err = Console(stderr=True)
+    try:
+        return body()
+    except usage_errors as exc:
+        err.print(f"[red]{prog}:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        if interrupted:
+            err.print(f"[yellow]{prog}: {interrupted}[/]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - whatever it is, one sentence, no traceback
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+        err.print(
+            f"[red]{prog}:[/] {escape(f'{type(exc).__name__}: {why}')}", highlight=False, soft_wrap=True
+        )
+        return 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
 from llmsim_cluster import ClusterError, control, state, supervisor
 
 RUNNING_STATES = ("RUNNING", "STARTING")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
 from llmsim_cluster import responses
 
 PATH = "/llmsim/requests"

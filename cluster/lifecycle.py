@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from supervisor.xmlrpc import Faults
+
 from llmsim_cluster import ClusterError, ports, state, status, supervisor
 from llmsim_cluster.state import Cluster, Instance
-from supervisor.xmlrpc import Faults
 
 STOP_TIMEOUT_S = 30.0
 ORPHANED, GONE = "ORPHANED", "GONE"  # status states of instances whose supervisord died

@@ -18,13 +18,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from llmsim_cluster import ClusterError, gateway_args, inventory, journals, reconcile, routing
 from llmsim_cluster.gateway_args import UsageError, target_url
 from llmsim_cluster.probe_report import render_report, report_json
 from llmsim_cluster.traffic import CONN, Outcome, new_run_id, run_traffic
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 UNKNOWN = reconcile.UNKNOWN
 GATEWAY = reconcile.GATEWAY
@@ -172,22 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    err = Console(stderr=True)
-    try:
-        return _run(args)
-    except (UsageError, ClusterError) as exc:
-        err.print(f"[red]llmsim probe:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - whatever it is, one sentence, no traceback
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
-        err.print(
-            f"[red]llmsim probe:[/] {escape(f'{type(exc).__name__}: {why}')}", highlight=False, soft_wrap=True
-        )
-        return 2
+    args = build_parser().parse_args(argv)
+    return gateway_args.run("llmsim probe", lambda: _run(args), (UsageError, ClusterError))
 
 
 def _run(args: argparse.Namespace) -> int:

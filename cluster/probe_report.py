@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
-from llmsim_cluster.reconcile import GATEWAY, UNKNOWN, Tally
-from llmsim_cluster.routing import describe, percentile
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from llmsim_cluster.reconcile import GATEWAY, UNKNOWN, Tally
+from llmsim_cluster.routing import describe, percentile
 
 if TYPE_CHECKING:
     from llmsim_cluster.probe import Result

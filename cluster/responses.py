@@ -84,14 +84,20 @@ def usage_of(obj: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def judge_body(payload: bytes) -> BodyVerdict:
-    """A non-streamed 2xx body: a JSON object with ``choices``."""
+def _json_object(payload: bytes) -> dict[str, Any] | BodyVerdict:
+    """A body's JSON object, or the verdict on a body that is not one."""
     try:
         data = json.loads(payload)
     except ValueError:
         return BodyVerdict(MALFORMED, excerpt(payload) or "(empty body)", None)
-    if not isinstance(data, dict):
-        return BodyVerdict(MALFORMED, excerpt(payload), None)
+    return data if isinstance(data, dict) else BodyVerdict(MALFORMED, excerpt(payload), None)
+
+
+def judge_body(payload: bytes) -> BodyVerdict:
+    """A non-streamed 2xx body: a JSON object with ``choices``."""
+    data = _json_object(payload)
+    if isinstance(data, BodyVerdict):
+        return data
     if "error" in data:
         return BodyVerdict(STREAM_ERROR, error_message(payload), fingerprint(data))
     if not isinstance(data.get("choices"), list):
@@ -217,12 +223,9 @@ def anthropic_usage(usage: Any, output: Any = None) -> dict[str, Any] | None:
 
 def judge_message_body(payload: bytes) -> BodyVerdict:
     """A non-streamed 2xx Anthropic body: ``{"type": "message", "content": [...]}``."""
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return BodyVerdict(MALFORMED, excerpt(payload) or "(empty body)", None)
-    if not isinstance(data, dict):
-        return BodyVerdict(MALFORMED, excerpt(payload), None)
+    data = _json_object(payload)
+    if isinstance(data, BodyVerdict):
+        return data
     instance = message_instance(data)
     if data.get("type") == "error" or "error" in data:
         return BodyVerdict(STREAM_ERROR, error_message(payload), instance)

@@ -22,11 +22,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmsim.auth import mask
 from llmsim_cluster import responses, routing
 from llmsim_cluster.inventory import Member
 from llmsim_cluster.testbed import Run, Testbed
-
-from llmsim.auth import mask
 
 PASS, WARN, FAIL, SKIP, ERROR = "pass", "warn", "fail", "skip", "error"
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Collection
 
+from llmsim.settings import SECRET_SETTINGS, Settings
 from llmsim_cluster import ClusterError
 from llmsim_cluster.state import Instance
-
-from llmsim.settings import SECRET_SETTINGS, Settings
 
 ENV_PREFIX: str = Settings.model_config.get("env_prefix", "")
 ADMIN_TOKEN = "admin_token"  # Settings field names (tests check they still are)

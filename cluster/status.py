@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmsim_cluster import control
-from llmsim_cluster.state import Cluster, Instance
 from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from llmsim_cluster import control
+from llmsim_cluster.state import Cluster, Instance
 
 TIMEOUT_S = 0.5
 # Polled or changed by the cluster CLI itself; counting them would make an idle instance look busy.

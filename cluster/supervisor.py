@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from supervisor.xmlrpc import SupervisorTransport
+
 from llmsim_cluster import ClusterError, serve, state, tether
 from llmsim_cluster.state import Cluster
-from supervisor.xmlrpc import SupervisorTransport
 
 CONF = "supervisord.conf"
 SOCK = "supervisor.sock"

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from supervisor.xmlrpc import Faults
+
 from llmsim_cluster import journals, reconcile, supervisor, traffic
 from llmsim_cluster.apis import OPENAI, Api
 from llmsim_cluster.inventory import Inventory, Member
-from supervisor.xmlrpc import Faults
 
 CONFIG = "/llmsim/config"
 TIMEOUT_S = 5.0

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from llmsim_cluster import responses
-from llmsim_cluster.apis import OPENAI, Api
 
 from llmsim.identity import TRACE_HEADER
+from llmsim_cluster import responses
+from llmsim_cluster.apis import OPENAI, Api
 
 CONN = "conn"  # no HTTP response at all: refused, reset before the headers, timeout
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from llmsim_cluster import ports
 
 free_port = ports.pick_free  # the tests' ports: below the ephemeral range

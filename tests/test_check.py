@@ -15,11 +15,11 @@ from xml.etree import ElementTree
 
 import httpx
 import pytest
+
 from llmsim_cluster import check
 from llmsim_cluster.inventory import Inventory, Member
 from llmsim_cluster.scenarios import FAIL, PASS, WARN, Score
 from llmsim_cluster.testbed import Testbed
-
 from tests import haproxy, nginx
 from tests.servers import Server, free_port, run_server
 

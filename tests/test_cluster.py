@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
+
 from llmsim_cluster import cli as cluster_cli
 from llmsim_cluster import control, ports, state, status, supervisor
 from llmsim_cluster.state import Instance
-from rich.console import Console
-
 from tests.servers import free_port, wait_until
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}

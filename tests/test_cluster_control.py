@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from llmsim_cluster import ClusterError, control, serve, state, status, supervisor
-from llmsim_cluster.state import Cluster
 from rich.console import Console
 
 from llmsim.settings import Settings
+from llmsim_cluster import ClusterError, control, serve, state, status, supervisor
+from llmsim_cluster.state import Cluster
 from tests.servers import free_port
 from tests.test_cluster import CHAT, Cli, make_cli, url
 

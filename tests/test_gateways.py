@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from llmsim_cluster import check
 
+from llmsim_cluster import check
 from tests import haproxy, litellm, nginx
 from tests.servers import Server, run_server
 

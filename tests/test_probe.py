@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from llmsim_cluster import inventory, routing, state
 from llmsim_cluster import probe as probe_cli
 from llmsim_cluster.probe_report import verdict_lines
 from llmsim_cluster.traffic import Outcome
-
 from tests.nginx import run_nginx, upstream
 from tests.servers import free_port, run_server, wait_until
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
+
 from llmsim_cluster import apis, check, gateway_args, responses
 from llmsim_cluster import probe as probe_cli
-
 from tests.nginx import run_nginx, upstream
 from tests.servers import Server, run_server
 
