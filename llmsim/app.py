@@ -30,10 +30,9 @@ from llmsim.journal import Journal
 from llmsim.pipeline import Pipeline
 from llmsim.settings import Settings
 from llmsim.stats import Stats
-from llmsim.surfaces import anthropic_messages
+from llmsim.surfaces import anthropic_messages, registry
 from llmsim.surfaces import models as models_surface
-from llmsim.surfaces.endpoint import Generate
-from llmsim.surfaces.openai_chat import CHAT, ChatCompletionRequest
+from llmsim.surfaces.routes import REF, RawRoute, body, errors
 
 log = logging.getLogger("llmsim")
 
@@ -43,45 +42,10 @@ CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**ERROR, "description": "The admin token is missing or wrong"},
     403: {**ERROR, "description": "The control API is off, or answers on loopback only"},
 }
-_REF = "#/components/schemas/{model}"
 
 
 def _json(payload: object) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": _REF.format(model=model.__name__)}
-
-
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    error = {"application/json": {"schema": _ref(api.ErrorResponse)}}
-    return {
-        str(status): {"description": "An error in OpenAI's envelope", "content": error} for status in statuses
-    }
-
-
-class RawRoute(Route):
-    """A hot route: its endpoint is a plain ASGI callable that reads the body and sends ASGI
-    messages itself, with no FastAPI (or Starlette) request/response layer. FastAPI cannot see
-    inside it, so it carries its OpenAPI ``operation`` and the ``schemas`` that references."""
-
-    def __init__(
-        self,
-        path: str,
-        endpoint: ASGIApp,
-        *,
-        methods: Sequence[str],
-        operation: dict[str, Any],
-        schemas: Sequence[type[BaseModel]] = (),
-    ) -> None:
-        super().__init__(path, endpoint, methods=list(methods))
-        self.operation = operation
-        self.schemas = tuple(schemas)
 
 
 class ApiRoute(APIRoute):
@@ -133,14 +97,14 @@ class LlmsimAPI(FastAPI):
             models = [api.ErrorResponse]
             models += [model for route in self.routes for model in getattr(route, "schemas", ())]
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            _, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+            _, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
             for name, definition in defs.get("$defs", {}).items():
                 components.setdefault(name, definition)
             for operations in schema["paths"].values():
                 for operation in operations.values():
                     # FastAPI's 422 never reaches a client: invalid input is a 400 in the envelope.
                     if operation["responses"].pop("422", None) is not None:
-                        operation["responses"].setdefault("400", _errors(400)["400"])
+                        operation["responses"].setdefault("400", errors(400)["400"])
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)
             for route in raw:
@@ -148,76 +112,6 @@ class LlmsimAPI(FastAPI):
                     schema["paths"].setdefault(route.path_format, {})[method.lower()] = route.operation
             self._described = schema
         return schema
-
-
-def chat_completions_route(engine: Engine) -> RawRoute:
-    return RawRoute(
-        "/v1/chat/completions",
-        Generate(engine, CHAT),
-        methods=["POST"],
-        schemas=[ChatCompletionRequest],
-        operation={
-            "tags": ["OpenAI"],
-            "summary": "Create a chat completion",
-            "description": "OpenAI's chat completions; the answer's text, timing, faults and limits "
-            "follow the instance's settings (`/llmsim/config`).",
-            "operationId": "create_chat_completion",
-            "requestBody": _body(ChatCompletionRequest),
-            "responses": {
-                "200": {
-                    "description": 'A `chat.completion`; with `"stream": true` an event stream of '
-                    "`chat.completion.chunk` events ending in `data: [DONE]`.",
-                    "content": {
-                        "application/json": {"schema": {"type": "object"}},
-                        "text/event-stream": {"schema": {"type": "string"}},
-                    },
-                },
-                **_errors(400, 401, 404, 413, 429, 500, 503, 504),
-            },
-        },
-    )
-
-
-def anthropic_routes(engine: Engine) -> list[RawRoute]:
-    """Anthropic's Messages surface: its plain ASGI endpoints, described for /docs."""
-    described = {
-        "/v1/messages": (
-            anthropic_messages.MessagesRequest,
-            "Create a message",
-            "create_message",
-            'A `message`; with `"stream": true` Anthropic\'s named events, `message_start` to `message_stop`.',
-            {
-                "application/json": {"schema": {"type": "object"}},
-                "text/event-stream": {"schema": {"type": "string"}},
-            },
-        ),
-        "/v1/messages/count_tokens": (
-            anthropic_messages.CountTokensRequest,
-            "Count the tokens of a message",
-            "count_message_tokens",
-            '`{"input_tokens": N}`',
-            {"application/json": {"schema": {"type": "object"}}},
-        ),
-    }
-    routes = []
-    for route in anthropic_messages.routes(engine):
-        model, summary, operation_id, answer, content = described[route.path]
-        operation = {
-            "tags": ["Anthropic"],
-            "summary": summary,
-            "description": "Anthropic's Messages API; needs the `anthropic-version` header. Errors "
-            "come in Anthropic's envelope.",
-            "operationId": operation_id,
-            "requestBody": _body(model),
-            "responses": {
-                "200": {"description": answer, "content": content},
-                **_errors(400, 401, 404, 413, 429, 500, 529),
-            },
-        }
-        routes.append(
-            RawRoute(route.path, route.endpoint, methods=["POST"], schemas=[model], operation=operation)
-        )
-    return routes
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -269,8 +163,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     # it is: the models only describe. The hot route comes first.
     openai, ops, control_api = ["OpenAI"], ["llmsim"], ["llmsim control"]
     routes: list[BaseRoute] = [
-        chat_completions_route(engine),
-        *anthropic_routes(engine),
+        *registry.routes(engine),
         ApiRoute("/v1/models", list_models, methods=["GET"], response_model=api.ModelList, tags=openai),
         ApiRoute(
             "/v1/models/{model_id:path}",
@@ -312,7 +205,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             methods=["PATCH"],
             response_model=api.Config,
             responses=CONTROL_ERRORS,
-            openapi_extra={"requestBody": _body(api.ConfigPatch)},
+            openapi_extra={"requestBody": body(api.ConfigPatch)},
             schemas=[api.ConfigPatch],
             tags=control_api,
         ),

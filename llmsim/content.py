@@ -10,7 +10,7 @@ import orjson
 
 from llmsim import schema_values
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema
-from llmsim.generation import DEFAULT_MAX_TOKENS, Choice, GenerationRequest, ToolCall
+from llmsim.generation import DEFAULT_MAX_TOKENS, Choice, Finish, GenerationRequest, ToolCall
 from llmsim.latency import Dist
 from llmsim.script import Answer, Script
 from llmsim.settings import ResponseMode, Settings
@@ -92,8 +92,8 @@ def pieces_for(
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
-def _call_id(rng: Any) -> str:
-    return "call_" + "".join(rng.choice(_ID_ALPHABET) for _ in range(24))
+def _call_key(rng: Any) -> str:
+    return "".join(rng.choice(_ID_ALPHABET) for _ in range(24))
 
 
 class Content:
@@ -115,17 +115,17 @@ class Content:
                 return self._scripted(answer, tokenizer, index, rng)
         calls = self._tool_calls(request, tokenizer, rng)
         if calls:
-            return Choice(index, [], "tool_calls", calls)
+            return Choice(index, [], Finish.TOOL_CALL, calls)
         if request.json_schema is not None or request.json_object:
             schema = request.json_schema if request.json_schema is not None else _ANY_OBJECT
             try:
                 value = schema_values.generate(schema, rng, _budget(request.n))
             except schema_values.SchemaError as exc:  # the generation budget: the request's fault
                 raise invalid_response_schema("", exc) from None
-            return Choice(index, tokenizer.pieces(_json(value)), "stop")
+            return Choice(index, tokenizer.pieces(_json(value)), Finish.STOP)
         most = request.max_tokens or DEFAULT_MAX_TOKENS
         pieces = pieces_for(self.settings, tokenizer, last_user, seed, index, request.output_tokens, most)
-        return Choice(index, pieces, "stop")
+        return Choice(index, pieces, Finish.STOP)
 
     def _tool_calls(self, request: GenerationRequest, tokenizer: Tokenizer, rng: Any) -> list[ToolCall]:
         choice = request.tool_choice
@@ -147,7 +147,7 @@ class Content:
             except schema_values.SchemaError as exc:
                 i = next(i for i, t in enumerate(request.tools) if t is tool)
                 raise invalid_function_schema(tool.name, i, exc) from None
-            calls.append(ToolCall(_call_id(rng), tool.name, tokenizer.pieces(_json(arguments))))
+            calls.append(ToolCall(_call_key(rng), tool.name, arguments, tokenizer.pieces(_json(arguments))))
         return calls
 
     def _scripted(self, answer: Answer, tokenizer: Tokenizer, index: int, rng: Any) -> Choice:
@@ -156,11 +156,11 @@ class Content:
             raise APIError(error.status, error.message, code=error.code, type=error.type)
         if answer.tool_calls:
             calls = [
-                ToolCall(_call_id(rng), call.name, tokenizer.pieces(_json(call.arguments)))
+                ToolCall(_call_key(rng), call.name, call.arguments, tokenizer.pieces(_json(call.arguments)))
                 for call in answer.tool_calls
             ]
-            return Choice(index, [], "tool_calls", calls)
-        return Choice(index, tokenizer.pieces(answer.text or ""), "stop")
+            return Choice(index, [], Finish.TOOL_CALL, calls)
+        return Choice(index, tokenizer.pieces(answer.text or ""), Finish.STOP)
 
 
 # Each generated value gets its share of the request's budget, but never less than this: n=128

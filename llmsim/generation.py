@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from llmsim import tokens
@@ -59,14 +60,29 @@ class GenerationRequest:
         return "".join(self.messages[-1].texts) if self.messages else ""
 
 
+class Finish(StrEnum):
+    """Why a choice ended, in the engine's words (also the metrics' labels, as vLLM names them);
+    each surface names it its own way (OpenAI ``tool_calls``, Anthropic ``end_turn`` …)."""
+
+    STOP = "stop"  # the answer ended, or reached a stop sequence (Choice.stop_sequence)
+    LENGTH = "length"  # the token budget (max_tokens) ran out
+    TOOL_CALL = "tool_call"  # the answer is tool calls
+
+
 @dataclass(slots=True)
 class ToolCall:
-    id: str
+    """A call as a value: surfaces mint their own IDs from ``key`` (OpenAI ``call_``+key, Anthropic
+    ``toolu_01``…) and serialise ``arguments`` themselves; ``pieces`` are the compact JSON of the
+    arguments as tokens, for streams and usage (cut short by max_tokens: then ``complete`` is False)."""
+
+    key: str  # 24 random letters and digits, stable for the call
     name: str
-    pieces: Sequence[str]  # the JSON arguments, one entry per token
+    arguments: Any
+    pieces: Sequence[str]
+    complete: bool = True
 
     @property
-    def arguments(self) -> str:
+    def json(self) -> str:
         return "".join(self.pieces)
 
 
@@ -74,7 +90,7 @@ class ToolCall:
 class Choice:
     index: int
     pieces: Sequence[str]  # one entry per completion token, as a stream would send them
-    finish_reason: str
+    finish_reason: Finish
     tool_calls: Sequence[ToolCall] = ()
     stop_sequence: str | None = None  # the stop string that ended the answer, if one did
     tokens: int = field(init=False)  # completion tokens of this choice
@@ -138,9 +154,10 @@ def _cut(request: GenerationRequest, tokenizer: tokens.Tokenizer, choice: Choice
     for call in choice.tool_calls:
         if budget <= 0:
             break
-        calls.append(ToolCall(call.id, call.name, call.pieces[:budget]))
+        kept = call.pieces[:budget]
+        calls.append(ToolCall(call.key, call.name, call.arguments, kept, len(kept) == len(call.pieces)))
         budget -= len(call.pieces)
-    return Choice(choice.index, pieces[:limit], "length", calls)
+    return Choice(choice.index, pieces[:limit], Finish.LENGTH, calls)
 
 
 def generate(request: GenerationRequest, content: Content) -> Generation:

@@ -35,17 +35,26 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from llmsim import schema_values, tokens
 from llmsim.content import lorem
 from llmsim.engine import Engine, Turn
 from llmsim.errors import APIError, shorten
-from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolSpec, count_prompt
+from llmsim.generation import (
+    Choice,
+    Finish,
+    Generation,
+    GenerationRequest,
+    PromptMessage,
+    ToolCall,
+    ToolSpec,
+    count_prompt,
+)
 from llmsim.limits import LimitState
 from llmsim.surfaces.base import JSON, Headers, read_body
 from llmsim.surfaces.endpoint import PARSE_IN_THREAD_BYTES, Generate, Reply
+from llmsim.surfaces.routes import JSON_ONLY, RawRoute, post
 from llmsim.surfaces.validation import check_complexity
 from llmsim.workers import in_thread
 
@@ -567,19 +576,19 @@ def _id(prefix: str, length: int = 24) -> str:
     return prefix + random.randbytes(length).translate(_ID_TABLE).decode()
 
 
-def tool_use_id(call_id: str) -> str:
-    """Anthropic's ``toolu_01…`` for a neutral call ID (stable: the same call, the same ID)."""
-    return "toolu_01" + call_id.removeprefix("call_")[:22]
+def tool_use_id(call: ToolCall) -> str:
+    """Anthropic's ``toolu_01…`` for a neutral call (stable: the same call, the same ID)."""
+    return "toolu_01" + call.key[:22]
 
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+STOP_REASONS = {Finish.STOP: "end_turn", Finish.LENGTH: "max_tokens", Finish.TOOL_CALL: "tool_use"}
 
 
 def stop_reason(choice: Choice) -> tuple[str, str | None]:
-    hit = getattr(choice, "stop_sequence", None)
-    if hit is not None and choice.finish_reason == "stop":
+    hit = choice.stop_sequence
+    if hit is not None and choice.finish_reason is Finish.STOP:
         return "stop_sequence", hit
-    return STOP_REASONS.get(choice.finish_reason, "end_turn"), None
+    return STOP_REASONS[choice.finish_reason], None
 
 
 @dataclass(slots=True)
@@ -609,12 +618,10 @@ def _usage(input_tokens: int, output_tokens: int, read: int, created: int) -> di
     }
 
 
-def _tool_input(arguments: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {}  # cut by max_tokens
-    return value if isinstance(value, dict) else {}
+def _tool_input(call: ToolCall) -> dict[str, Any]:
+    """The call's input; ``{}`` for one cut short by max_tokens (or a script's non-object)."""
+    value = call.arguments
+    return value if call.complete and isinstance(value, dict) else {}
 
 
 def render(
@@ -630,9 +637,9 @@ def render(
         content.append(
             {
                 "type": "tool_use",
-                "id": tool_use_id(call.id),
+                "id": tool_use_id(call),
                 "name": call.name,
-                "input": _tool_input(call.arguments),
+                "input": _tool_input(call),
             }
         )
     reason, sequence = stop_reason(choice)
@@ -715,7 +722,7 @@ def render_stream(
         yield max(0, position - 1), block_stop()
         index += 1
     for call in choice.tool_calls:
-        block = {"type": "tool_use", "id": tool_use_id(call.id), "name": call.name, "input": {}}
+        block = {"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": {}}
         yield position, block_start(block)
         if not pinged:
             yield position, PING
@@ -945,12 +952,36 @@ class CountTokens:
         return count_prompt(tokens.for_model(body.model), _prompt(body))
 
 
-def routes(engine: Engine) -> list[Route]:
+def routes(engine: Engine) -> list[RawRoute]:
     """The surface's routes; one prompt cache per instance (per engine)."""
-    cache = PromptCache()
+    described = {
+        "tag": "Anthropic",
+        "description": "Anthropic's Messages API; needs the `anthropic-version` header. Errors come in "
+        "Anthropic's envelope.",
+        "statuses": (400, 401, 404, 413, 429, 500, 529),
+        "envelope": "Anthropic's",
+    }
     return [
-        Route("/v1/messages", Generate(engine, MessagesSurface(cache)), methods=["POST"]),
-        Route("/v1/messages/count_tokens", CountTokens(engine), methods=["POST"]),
+        post(
+            "/v1/messages",
+            Generate(engine, MessagesSurface(PromptCache())),
+            MessagesRequest,
+            summary="Create a message",
+            operation_id="create_message",
+            answer='A `message`; with `"stream": true` Anthropic\'s named events, `message_start` to '
+            "`message_stop`.",
+            **described,
+        ),
+        post(
+            "/v1/messages/count_tokens",
+            CountTokens(engine),
+            CountTokensRequest,
+            summary="Count the tokens of a message",
+            operation_id="count_message_tokens",
+            answer='`{"input_tokens": N}`',
+            content=JSON_ONLY,
+            **described,
+        ),
     ]
 
 

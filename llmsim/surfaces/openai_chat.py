@@ -24,10 +24,11 @@ from pydantic_core import PydanticCustomError
 from starlette.types import Scope
 
 from llmsim import schema_values
-from llmsim.engine import Turn
+from llmsim.engine import Engine, Turn
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
-from llmsim.generation import Choice, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
-from llmsim.surfaces.endpoint import Reply
+from llmsim.generation import Choice, Finish, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
+from llmsim.surfaces.endpoint import Generate, Reply
+from llmsim.surfaces.routes import RawRoute, post
 from llmsim.surfaces.validation import check_complexity, to_api_error
 
 
@@ -431,10 +432,14 @@ def _logprob(piece: str, top: int) -> dict[str, Any]:
     return entry
 
 
+# OpenAI's names for the engine's finish reasons (a stop sequence is "stop" too).
+FINISH_REASONS = {Finish.STOP: "stop", Finish.LENGTH: "length", Finish.TOOL_CALL: "tool_calls"}
+
+
 def _tool_call(call: ToolCall, index: int, arguments: str) -> dict[str, Any]:
     return {
         "index": index,
-        "id": call.id,
+        "id": "call_" + call.key,
         "type": "function",
         "function": {"name": call.name, "arguments": arguments},
     }
@@ -449,7 +454,7 @@ def _message(choice: Choice) -> dict[str, Any]:
     }
     if choice.tool_calls:
         message["tool_calls"] = [
-            {k: v for k, v in _tool_call(call, i, call.arguments).items() if k != "index"}
+            {k: v for k, v in _tool_call(call, i, call.json).items() if k != "index"}
             for i, call in enumerate(choice.tool_calls)
         ]
     return message
@@ -470,7 +475,7 @@ def render(generation: Generation, model: str, instance: str, top_logprobs: int 
                     "logprobs": None
                     if top_logprobs is None
                     else {"content": [_logprob(p, top_logprobs) for p in choice.pieces], "refusal": None},
-                    "finish_reason": choice.finish_reason,
+                    "finish_reason": FINISH_REASONS[choice.finish_reason],
                 }
                 for choice in generation.choices
             ],
@@ -552,7 +557,7 @@ def render_stream(
             yield position, chunk(index, delta, None, logprobs)
     last = max(0, generation.longest - 1)
     for choice in choices:
-        yield last, chunk(choice.index, {}, choice.finish_reason)
+        yield last, chunk(choice.index, {}, FINISH_REASONS[choice.finish_reason])
     if include_usage:
         usage = envelope.replace(b'"usage":null', b'"usage":' + dumps(_usage(generation)))
         yield last, b"data: " + usage + b"\n\n"
@@ -586,3 +591,21 @@ class ChatSurface:
 
 
 CHAT = ChatSurface()
+
+
+def routes(engine: Engine) -> list[RawRoute]:
+    return [
+        post(
+            "/v1/chat/completions",
+            Generate(engine, CHAT),
+            ChatCompletionRequest,
+            tag="OpenAI",
+            summary="Create a chat completion",
+            operation_id="create_chat_completion",
+            description="OpenAI's chat completions; the answer's text, timing, faults and limits "
+            "follow the instance's settings (`/llmsim/config`).",
+            answer='A `chat.completion`; with `"stream": true` an event stream of '
+            "`chat.completion.chunk` events ending in `data: [DONE]`.",
+            statuses=(400, 401, 404, 413, 429, 500, 503, 504),
+        )
+    ]

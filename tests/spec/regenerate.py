@@ -22,6 +22,14 @@ ROOTS = [
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    "CreateResponse",  # Responses API (issue 14)
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
+    "CreateEmbeddingRequest",
+    "CreateEmbeddingResponse",
+    "CreateCompletionRequest",
+    "CreateCompletionResponse",
 ]
 HERE = Path(__file__).parent
 DEFAULT_SPEC = HERE.parents[2] / "shared" / "openai-openapi" / "openapi.json"
