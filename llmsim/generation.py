@@ -107,6 +107,10 @@ class Choice:
 class Generation:
     choices: Sequence[Choice]
     prompt_tokens: int
+    # Usage details, on surfaces that report them (0: none): prompt tokens read from this instance's
+    # prompt cache, and hidden reasoning tokens (counted in completion_tokens as well).
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:

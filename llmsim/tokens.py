@@ -35,6 +35,8 @@ _ENCODING_PREFIXES = (
     ("gpt-3.5", "cl100k_base"),
     ("text-embedding-3", "cl100k_base"),
     ("text-embedding-ada-002", "cl100k_base"),
+    ("davinci-002", "cl100k_base"),
+    ("babbage-002", "cl100k_base"),
     # Anthropic publishes no tokenizer: Claude models are counted with a shipped one (README).
     ("claude", "cl100k_base"),
 )
