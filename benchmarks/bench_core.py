@@ -38,7 +38,21 @@ from rich.markup import escape
 from rich.table import Table
 
 TARGETS = {"non-streaming": 0.4, "streaming": 0.6}
-ANTHROPIC_TARGET = 0.9  # issue 13: an Anthropic row within 10 % of its OpenAI twin's ratio
+# Each other surface's row against its OpenAI chat twin (same server, same floor): Anthropic within
+# 10 % (issue 13), Responses and embeddings within 15 % (issue 14); completions is shown, not held.
+PEER_TARGETS = {"anthropic": 0.9, "responses": 0.85, "embeddings": 0.85}
+# Per API: the path, extra headers, and what a whole body says it is (Anthropic's "type", else "object").
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-bench"}
+APIS = {
+    "openai": ("/v1/chat/completions", {}, "chat.completion"),
+    "anthropic": ("/v1/messages", ANTHROPIC_HEADERS, "message"),
+    "responses": ("/v1/responses", {}, "response"),
+    "embeddings": ("/v1/embeddings", {}, "list"),
+    "completions": ("/v1/completions", {}, "text_completion"),
+}
+# created, in_progress, output_item.added, content_part.added, the deltas, output_text.done,
+# content_part.done, output_item.done, completed.
+RESPONSES_STREAM_EVENTS = CONTENT_TOKENS + 8
 HISTORY = {
     "non-streaming": "cc14514/llm-simulator 0.155x, best Python peer 0.19x",
     "streaming": "sse-starlette EventSourceResponse 0.52x",
@@ -60,8 +74,8 @@ class Case:
     script_args: tuple[str, ...] = ()
     timeout_s: float | None = None
     twin: str | None = None  # a compared tree's case: the name of the current case it mirrors
-    api: str = "openai"  # "openai" (/v1/chat/completions) or "anthropic" (/v1/messages)
-    peer: str | None = None  # an Anthropic case: the name of its OpenAI twin (same server, same floor)
+    api: str = "openai"  # a key of APIS: "openai" is /v1/chat/completions
+    peer: str | None = None  # another surface's case: the name of its OpenAI chat twin (same server)
 
 
 @dataclass
@@ -106,20 +120,54 @@ def cases() -> list[Case]:
     mix_args = (str(MIX_CORPUS),)
 
     def llmsim_cases(
-        echo: harness.Server, lorem_server: harness.Server, suffix: str = "", anthropic: bool = False
+        echo: harness.Server, lorem_server: harness.Server, suffix: str = "", surfaces: bool = False
     ) -> list[Case]:
         # One echo and one lorem server a tree: the cases of a server share it (and its caches).
-        # Anthropic cases (current tree only) follow their OpenAI twins, so a round runs them back to back.
-        def messages(group: str, name: str, server: harness.Server, script: str, peer: str, events: int = 1):
-            if not anthropic:
+        # Other surfaces' cases (current tree only) follow their OpenAI twins, so a round runs them
+        # back to back.
+        def twin(
+            group: str,
+            name: str,
+            server: harness.Server,
+            script: str,
+            peer: str,
+            events: int = 1,
+            *,
+            api: str = "anthropic",
+        ):
+            if not surfaces:
                 return []
-            return [Case(group, name, server, script, "llmsim", events, api="anthropic", peer=peer)]
+            return [Case(group, name, server, script, "llmsim", events, api=api, peer=peer)]
 
         return [
             Case("non-streaming", "llmsim echo" + suffix, echo, "chat.lua", "llmsim"),
-            *messages("non-streaming", "llmsim echo, Anthropic", echo, "messages.lua", "llmsim echo"),
+            *twin("non-streaming", "llmsim echo, Anthropic", echo, "messages.lua", "llmsim echo"),
+            *twin(
+                "non-streaming",
+                "llmsim echo, Responses",
+                echo,
+                "responses.lua",
+                "llmsim echo",
+                api="responses",
+            ),
+            *twin(
+                "non-streaming",
+                "llmsim embeddings, 8 inputs",
+                echo,
+                "embeddings.lua",
+                "llmsim echo",
+                api="embeddings",
+            ),
+            *twin(
+                "non-streaming",
+                "llmsim echo, legacy completions",
+                echo,
+                "completions.lua",
+                "llmsim echo",
+                api="completions",
+            ),
             Case("non-streaming", "llmsim echo, unique bodies" + suffix, echo, "chat_unique.lua", "llmsim"),
-            *messages(
+            *twin(
                 "non-streaming",
                 "llmsim echo, unique bodies, Anthropic",
                 echo,
@@ -134,13 +182,22 @@ def cases() -> list[Case]:
                 "llmsim",
                 STREAM_EVENTS,
             ),
-            *messages(
+            *twin(
                 "streaming",
                 "llmsim lorem 47 tokens, Anthropic",
                 lorem_server,
                 "messages_stream.lua",
                 "llmsim lorem 47 tokens",
                 ANTHROPIC_STREAM_EVENTS,
+            ),
+            *twin(
+                "streaming",
+                "llmsim lorem 47 tokens, Responses",
+                lorem_server,
+                "responses_stream.lua",
+                "llmsim lorem 47 tokens",
+                RESPONSES_STREAM_EVENTS,
+                api="responses",
             ),
             Case(
                 "realistic mix",
@@ -153,7 +210,7 @@ def cases() -> list[Case]:
             ),
         ]
 
-    current = llmsim_cases(_llmsim("llmsim-echo"), _llmsim("llmsim-lorem", *lorem), anthropic=True)
+    current = llmsim_cases(_llmsim("llmsim-echo"), _llmsim("llmsim-lorem", *lorem), surfaces=True)
     compared: list[Case] = []
     tree = compare_tree()
     if tree:
@@ -221,15 +278,9 @@ def lua_body(script: str) -> bytes:
     return body.replace(corpus.TAG, corpus.CHECK_TAG).encode()
 
 
-ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-bench"}
-
-
 def _post(case: Case, body: bytes) -> httpx.Response:
-    headers = {"content-type": "application/json"}
-    path = "/v1/chat/completions"
-    if case.api == "anthropic":
-        headers |= ANTHROPIC_HEADERS
-        path = "/v1/messages"
+    path, extra, _ = APIS[case.api]
+    headers = {"content-type": "application/json", **extra}
     response = httpx.post(case.server.url + path, content=body, headers=headers, timeout=30)
     if response.status_code != 200:
         raise RuntimeError(f"{case.name}: HTTP {response.status_code}: {response.text[:300]}")
@@ -247,7 +298,7 @@ def _check_events(case: Case, response: httpx.Response, console: Console) -> Non
 
 def _check_named_events(case: Case, response: httpx.Response, console: Console) -> None:
     """Anthropic's stream: 53 named events for 47 tokens, each an ``event:`` and a ``data:`` line,
-    in Anthropic's order."""
+    in Anthropic's order; Responses': 55, response.created to response.completed."""
     lines = response.text.splitlines()
     names = [line.removeprefix("event:").strip() for line in lines if line.startswith("event:")]
     data = sum(1 for line in lines if line.startswith("data:"))
@@ -255,10 +306,16 @@ def _check_named_events(case: Case, response: httpx.Response, console: Console) 
         f"  {escape(case.name)}: {len(names)} SSE events ({data} data lines) a response, "
         f"{len(response.content)} bytes"
     )
-    expected = ["message_start", "content_block_start", "ping"]
-    expected += ["content_block_delta"] * CONTENT_TOKENS
-    expected += ["content_block_stop", "message_delta", "message_stop"]
-    assert len(expected) == ANTHROPIC_STREAM_EVENTS
+    if case.api == "responses":
+        expected = ["response.created", "response.in_progress", "response.output_item.added"]
+        expected += ["response.content_part.added"] + ["response.output_text.delta"] * CONTENT_TOKENS
+        expected += ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
+        expected += ["response.completed"]
+    else:
+        expected = ["message_start", "content_block_start", "ping"]
+        expected += ["content_block_delta"] * CONTENT_TOKENS
+        expected += ["content_block_stop", "message_delta", "message_stop"]
+    assert len(expected) == case.events
     if names != expected or data != len(expected):
         raise RuntimeError(
             f"{case.name}: expected {len(expected)} named events (message_start ... message_stop), "
@@ -270,7 +327,7 @@ def _check_completion(case: Case, response: httpx.Response, console: Console) ->
     body = response.json()
     kind = body.get("type") if case.api == "anthropic" else body.get("object")
     console.print(f"  {escape(case.name)}: {kind}, {len(response.content)} bytes")
-    if kind != ("message" if case.api == "anthropic" else "chat.completion"):
+    if kind != APIS[case.api][2]:
         raise RuntimeError(f"{case.name}: unexpected body {response.text[:300]}")
 
 
@@ -279,7 +336,7 @@ def check(case: Case, console: Console, mix: Mix) -> None:
     a streamed and a plain body; llmsim's servers also count every body's prompt tokens (usage)."""
     if case.group != "realistic mix":
         response = _post(case, lua_body(case.script))
-        if case.group == "streaming" and case.api == "anthropic":
+        if case.group == "streaming" and case.api != "openai":
             _check_named_events(case, response, console)
         elif case.group == "streaming":
             _check_events(case, response, console)
@@ -382,7 +439,7 @@ def main() -> None:
 
     report = summarize(all_cases, runs, mix)
     console.print(table(report))
-    console.print(anthropic_table(report))
+    console.print(twins_table(report))
     if tree:
         console.print(compare_table(report, tree[1]))
     payload = {
@@ -390,7 +447,7 @@ def main() -> None:
         "machine": harness.machine(),
         "wrk": {"threads": 1, "connections": connections, "duration_s": duration, "repeats": repeats},
         "pinning": {"server": server_pin, "wrk": wrk_pin},
-        "targets": {**TARGETS, "anthropic_vs_openai": ANTHROPIC_TARGET},
+        "targets": {**TARGETS, "surfaces_vs_chat": PEER_TARGETS},
         "history": HISTORY,
         "compare": {"src": tree[0], "label": tree[1]} if tree else None,
         "mix_corpus": {
@@ -456,13 +513,13 @@ def summarize(all_cases: list[Case], runs: dict[str, list[harness.WrkResult]], m
         group["llmsim_ratio"] = llmsim["ratio_to_floor"]
         group["target"] = target
         group["meets_target"] = llmsim.get("meets_target")
-    return {"groups": groups, "anthropic_vs_openai": anthropic_vs_openai(all_cases, runs, groups)}
+    return {"groups": groups, "surfaces_vs_chat": surfaces_vs_chat(all_cases, runs, groups)}
 
 
-def anthropic_vs_openai(
+def surfaces_vs_chat(
     all_cases: list[Case], runs: dict[str, list[harness.WrkResult]], groups: dict[str, dict]
 ) -> list[dict]:
-    """Each Anthropic case against its OpenAI twin: both are held to the same floor, so the ratio of
+    """Each other surface's case against its OpenAI chat twin: both are held to the same floor, so the ratio of
     their ratios is the ratio of their req/s. Per round too: the twins ran back to back in a round,
     so a round's ratio is a paired figure, less disturbed by the machine's swings than best ÷ best."""
     rows = []
@@ -483,10 +540,11 @@ def anthropic_vs_openai(
             "name": case.name,
             "openai": case.peer,
             "role": case.role,
+            "api": case.api,
             "openai_rps": theirs["rps"],
-            "anthropic_rps": mine["rps"],
+            "surface_rps": mine["rps"],
             "openai_ratio_to_floor": theirs["ratio_to_floor"],
-            "anthropic_ratio_to_floor": mine["ratio_to_floor"],
+            "surface_ratio_to_floor": mine["ratio_to_floor"],
             "ratio": ratio,
             "ratio_rounds": [round(r, 3) for r in rounds],
             "cpu_ratio": round(mine["per_cpu_s"] / theirs["per_cpu_s"], 3)
@@ -494,22 +552,23 @@ def anthropic_vs_openai(
             else None,
             "cpu_ratio_rounds": [round(r, 3) for r in cpu_rounds],
         }
-        if case.role == "llmsim":
-            row["target"] = ANTHROPIC_TARGET
-            row["meets_target"] = bool(ratio is not None and ratio >= ANTHROPIC_TARGET)
+        target = PEER_TARGETS.get(case.api)
+        if case.role == "llmsim" and target is not None:
+            row["target"] = target
+            row["meets_target"] = bool(ratio is not None and ratio >= target)
         rows.append(row)
     return rows
 
 
-def anthropic_table(report: dict) -> Table:
+def twins_table(report: dict) -> Table:
     t = Table(
-        title="Anthropic / OpenAI: /v1/messages rows against their /v1/chat/completions twins (same floor)"
+        title="Other surfaces / OpenAI chat: each row against its /v1/chat/completions twin (same floor)"
     )
-    columns = ("case", "OpenAI req/s", "Anthropic req/s", "OpenAI ratio", "Anthropic ratio")
-    columns += ("A / O", "A / O a round", "A / O a CPU-s", "target")
+    columns = ("case", "chat req/s", "surface req/s", "chat ratio", "surface ratio")
+    columns += ("S / C", "S / C a round", "S / C a CPU-s", "target")
     for column in columns:
         t.add_column(column, justify="left" if column == "case" else "right", no_wrap=True)
-    for row in report["anthropic_vs_openai"]:
+    for row in report["surfaces_vs_chat"]:
         verdict = "(reference)"
         if "meets_target" in row:
             ok = row["meets_target"]
@@ -517,9 +576,9 @@ def anthropic_table(report: dict) -> Table:
         t.add_row(
             escape(row["name"]),
             f"{row['openai_rps']:,.0f}",
-            f"{row['anthropic_rps']:,.0f}",
+            f"{row['surface_rps']:,.0f}",
             f"{row['openai_ratio_to_floor']:.3f}x",
-            f"{row['anthropic_ratio_to_floor']:.3f}x",
+            f"{row['surface_ratio_to_floor']:.3f}x",
             f"{row['ratio']:.3f}x" if row["ratio"] is not None else "-",
             "/".join(f"{r:.2f}" for r in row["ratio_rounds"]),
             f"{row['cpu_ratio']:.3f}x" if row["cpu_ratio"] is not None else "-",

@@ -49,6 +49,20 @@ def messages_body(
     }
 
 
+def responses_body(
+    model: str, index: int, trace: str, stream: bool, include_usage: bool = False
+) -> dict[str, Any]:
+    """OpenAI Responses; a stream always ends with the whole response and its usage. Not stored:
+    a probe's answers need no later turn."""
+    return {
+        "model": model,
+        "input": prompt(index, trace),
+        "max_output_tokens": MAX_TOKENS,
+        "stream": stream,
+        "store": False,
+    }
+
+
 def bearer(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
@@ -93,4 +107,15 @@ ANTHROPIC = Api(
     stream_judge=responses.MessageStreamJudge,
 )
 
-APIS: dict[str, Api] = {api.name: api for api in (OPENAI, ANTHROPIC)}
+RESPONSES = Api(
+    name="responses",
+    path="/v1/responses",
+    default_model="gpt-4o-mini",
+    body=responses_body,
+    headers={},
+    key_headers=bearer,
+    judge_body=responses.judge_response_body,
+    stream_judge=responses.ResponseStreamJudge,
+)
+
+APIS: dict[str, Api] = {api.name: api for api in (OPENAI, ANTHROPIC, RESPONSES)}

@@ -3,10 +3,11 @@
 Identity is read from every place a gateway may leave it: ``x-llmsim-instance``, any renamed copy
 (a header whose name ends with it, such as LiteLLM's ``llm_provider-x-llmsim-instance``), and in
 the body: ``system_fingerprint`` in an OpenAI body or a stream's chunks, ``llmsim_instance`` in an
-Anthropic message (or a stream's ``message_start``). A stream is judged by its content, not its
+Anthropic message (or a stream's ``message_start``) and in an OpenAI Responses ``response`` (or the
+``response`` of a stream's ``response.created`` / ``response.completed``). A stream is judged by its content, not its
 status: it passes only if every event parses, none is an error, and it reaches its end: a
 ``finish_reason`` and ``[DONE]`` (OpenAI), a ``message_delta`` with a ``stop_reason`` and
-``message_stop`` (Anthropic).
+``message_stop`` (Anthropic), ``response.completed`` or ``response.incomplete`` (OpenAI Responses).
 """
 
 from __future__ import annotations
@@ -270,3 +271,61 @@ class MessageStreamJudge(SSEJudge):
             self.usage = anthropic_usage(self._start_usage, chunk.get("usage")) or self.usage
         elif kind == "message_stop":
             self.done = True
+
+
+# --- OpenAI Responses -----------------------------------------------------------------------------
+
+
+def responses_usage(usage: Any) -> dict[str, Any] | None:
+    """A Responses usage (``input_tokens``, ``output_tokens``) as chat's keys."""
+    if not isinstance(usage, dict) or ("input_tokens" not in usage and "output_tokens" not in usage):
+        return None
+    return {
+        "prompt_tokens": _count(usage.get("input_tokens")),
+        "completion_tokens": _count(usage.get("output_tokens")),
+    }
+
+
+def judge_response_body(payload: bytes) -> BodyVerdict:
+    """A non-streamed 2xx Responses body: ``{"object": "response", "output": [...]}``, not failed."""
+    data = _json_object(payload)
+    if isinstance(data, BodyVerdict):
+        return data
+    instance = message_instance(data)
+    if data.get("status") == "failed" or (isinstance(data.get("error"), dict) and data["error"]):
+        return BodyVerdict(STREAM_ERROR, error_message(payload), instance)
+    if data.get("object") != "response" or not isinstance(data.get("output"), list):
+        return BodyVerdict(MALFORMED, excerpt(payload), instance)
+    return BodyVerdict(None, None, instance, responses_usage(data.get("usage")))
+
+
+class ResponseStreamJudge(SSEJudge):
+    """An OpenAI Responses stream: typed events from ``response.created`` to ``response.completed``
+    (or ``response.incomplete``: a max_output_tokens cut is a finished answer); ``response.failed``
+    and ``error`` are failures. Nothing follows the last event (no ``[DONE]``)."""
+
+    END = "response.completed"
+    FINISH = "response.completed or response.incomplete"
+    _ENDS = ("response.completed", "response.incomplete")
+
+    def _data(self, data: bytes, event: str) -> None:
+        if self.done:
+            self._fail(MALFORMED, f"data after {self.END}: {excerpt(data)}")
+            return
+        chunk = self._json(data)
+        if chunk is None:
+            return
+        kind = chunk.get("type") or event
+        response = chunk.get("response")
+        if isinstance(response, dict):
+            self.instance = self.instance or message_instance(response)
+        if kind == "error" or "error" in chunk:
+            self._fail(STREAM_ERROR, error_message(data))
+        elif kind == "response.failed":
+            error = response.get("error") if isinstance(response, dict) else None
+            detail = error.get("message") if isinstance(error, dict) else None
+            self._fail(STREAM_ERROR, excerpt(str(detail or "response.failed")))
+        elif kind in self._ENDS:
+            self.done = self.finished = True
+            if isinstance(response, dict):
+                self.usage = responses_usage(response.get("usage")) or self.usage

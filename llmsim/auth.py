@@ -1,7 +1,8 @@
 """API keys, checked as OpenAI checks them.
 
 Off unless keys are configured (``--api-keys`` or ``--api-keys-file``). Then every request needs
-one, as ``Authorization: Bearer <key>`` (OpenAI) or ``x-api-key: <key>`` (Anthropic); a missing or
+one, as ``Authorization: Bearer <key>`` (OpenAI), ``x-api-key: <key>`` (Anthropic) or ``api-key: <key>``
+(Azure OpenAI); a missing or
 unknown key is a 401 in OpenAI's envelope and wording. A key's org, project and tier come from the
 keys file: the tier picks its rate limits (llmsim.limits). Keys are never logged or echoed in full:
 :func:`mask` and ``KeyInfo``'s repr show only their ends.
@@ -13,21 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmsim.errors import APIError
+from llmsim.errors import APIError, Kind
 from llmsim.settings import FileError, read_file
-
-# OpenAI's own wording (401, type invalid_request_error): code null for a missing key,
-# invalid_api_key for a wrong one.
-MISSING_KEY = (
-    "You didn't provide an API key. You need to provide your API key in an Authorization header "
-    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank "
-    "username) if you're accessing the API from your browser and are prompted for a username and "
-    "password. You can obtain an API key from https://platform.openai.com/account/api-keys."
-)
-INCORRECT_KEY = (
-    "Incorrect API key provided: {masked}. You can find your API key at "
-    "https://platform.openai.com/account/api-keys."
-)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -77,6 +65,7 @@ def load_keys(keys: Iterable[str] = (), file: str | Path | None = None) -> dict[
 
 _AUTHORIZATION = b"authorization"
 _X_API_KEY = b"x-api-key"
+_API_KEY = b"api-key"  # Azure OpenAI's
 
 
 class Authenticator:
@@ -97,15 +86,13 @@ class Authenticator:
                 scheme, _, rest = value.partition(b" ")
                 if scheme.lower() == b"bearer":
                     token = rest.strip()
-                    break  # Authorization wins over x-api-key
-            elif name == _X_API_KEY and not token:
+                    break  # Authorization wins over x-api-key and api-key
+            elif name in (_X_API_KEY, _API_KEY) and not token:
                 token = value.strip()
         if not token:
-            raise APIError(401, MISSING_KEY, type="invalid_request_error")
+            raise APIError(401, kind=Kind.AUTH)
         info = self._keys.get(token)
         if info is None:
             masked = mask(token.decode("latin-1"))
-            raise APIError(
-                401, INCORRECT_KEY.format(masked=masked), code="invalid_api_key", type="invalid_request_error"
-            )
+            raise APIError(401, kind=Kind.AUTH, data={"key": masked})
         return info

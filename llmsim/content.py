@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import string
+from types import EllipsisType
 from typing import Any
 
 import orjson
@@ -105,14 +106,27 @@ class Content:
         self.settings = settings
         self.script = script
 
-    def draft(self, request: GenerationRequest, tokenizer: Tokenizer, index: int) -> Choice:
+    def answer(self, request: GenerationRequest) -> Answer | None:
+        """The script's answer to the request (one for all its choices); None without a match."""
+        if self.script is None:
+            return None
+        return self.script.answer(request.last_user_text, request.model, request.headers)
+
+    def draft(
+        self,
+        request: GenerationRequest,
+        tokenizer: Tokenizer,
+        index: int,
+        answer: Answer | None | EllipsisType = ...,
+    ) -> Choice:
+        """One choice; ``answer`` is the script's (:meth:`answer`), looked up here when not given."""
         seed = request.seed
         rng: Any = random.Random(f"{seed}:{index}:content") if seed is not None else random
         last_user = request.last_user_text
-        if self.script is not None:
-            answer = self.script.answer(last_user, request.model, request.headers)
-            if answer is not None:
-                return self._scripted(answer, tokenizer, index, rng)
+        if answer is ...:
+            answer = self.answer(request)
+        if answer is not None:
+            return self._scripted(answer, tokenizer, index, rng)
         calls = self._tool_calls(request, tokenizer, rng)
         if calls:
             return Choice(index, [], Finish.TOOL_CALL, calls)

@@ -200,6 +200,7 @@ class Control:
         self._guard(request)
         self.stats.reset()
         self.engine.limits.reset()
+        self.engine.prompt_cache.clear()
         if self.journal is not None:
             self.journal.clear()
         return _json({"reset": True})

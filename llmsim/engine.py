@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 
@@ -20,9 +21,9 @@ from starlette.types import Receive, Scope, Send
 from llmsim import latency, limits, tokens
 from llmsim.auth import Authenticator, KeyInfo, load_keys
 from llmsim.content import Content
-from llmsim.errors import APIError
+from llmsim.errors import APIError, Kind
 from llmsim.faults import Fault, FaultPolicy, FaultType
-from llmsim.generation import Generation, GenerationRequest, generate
+from llmsim.generation import Generation, GenerationRequest, PromptCache, generate
 from llmsim.latency import Overrides, Pacer, Plan, overrides_from
 from llmsim.metrics import Metrics
 from llmsim.presence import ClientGone, Presence
@@ -72,6 +73,8 @@ class Engine:
             lambda: self.scheduler.waiting,
             settings.max_concurrency,
         )
+        # OpenAI's automatic prompt cache of this instance (kept across configuration changes).
+        self.prompt_cache = PromptCache()
         self.faults = FaultPolicy(
             seed=settings.fault_seed,
             after=settings.fault_after,
@@ -168,27 +171,49 @@ class Engine:
         return turn
 
     async def begin(
-        self, scope: Scope, receive: Receive, turn: Turn, request: GenerationRequest
+        self,
+        scope: Scope,
+        receive: Receive,
+        turn: Turn,
+        request: GenerationRequest,
+        draft: Callable[[GenerationRequest], Generation] | None = None,
     ) -> Generation:
-        """Generation (content and usage), then admission; raises what the client gets."""
+        """Generation (content and usage), then admission; raises what the client gets.
+
+        ``draft`` makes the Generation from the request with this turn's overrides applied, in
+        place of :func:`generate` (completions: one generation a prompt, merged)."""
         # The request may be shared (a surface's cache of identical bodies): change a copy.
         if turn.overrides.output_tokens is not None:
             request = replace(request, output_tokens=turn.overrides.output_tokens)
+        if turn.overrides.usage is not None:
+            request = replace(request, usage=turn.overrides.usage)
         if self.content.script is not None:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             request = replace(request, headers=headers)
         turn.model, turn.stream = request.model, request.stream
         presence = turn.presence = Presence(receive)
+        cache = self.prompt_cache
+        make = draft or partial(generate, content=self.content, cache=cache)
         if _heavy(request, self.settings.output_tokens):
-            generation = await presence.wait(in_thread(generate, request, self.content))
+            generation = await presence.wait(in_thread(make, request))
         else:
-            generation = generate(request, self.content)
+            generation = make(request)
+        # Usage as reported (an override's too): what limits, metrics and the journal count.
         turn.completion_tokens = generation.completion_tokens
         turn.finish_reason = generation.choices[0].finish_reason
         estimate = limits.estimate_tokens(generation.prompt_tokens, request.max_tokens, request.n)
         await self.admission(
-            scope, receive, turn, request.model, generation.prompt_tokens, estimate, generation.longest
+            scope,
+            receive,
+            turn,
+            request.model,
+            generation.prompt_tokens,
+            estimate,
+            generation.longest,
+            cached_tokens=generation.cached_tokens,
+            hidden_tokens=generation.reasoning_steps,
         )
+        cache.store(generation.prefixes)  # prefilled now: a later request with its prefix hits
         return generation
 
     async def admission(
@@ -200,11 +225,16 @@ class Engine:
         prompt_tokens: int,
         token_estimate: int,
         output_tokens: int,
+        *,
+        cached_tokens: int = 0,
+        hidden_tokens: int = 0,
     ) -> None:
         """Faults, rate limits, the queue and the latency plan, for any surface: one that generates
         no tokens (embeddings) comes here straight, with ``output_tokens`` 0 (a prefill-only plan).
 
-        ``token_estimate`` is what the request counts against TPM before it runs."""
+        ``token_estimate`` is what the request counts against TPM before it runs; ``cached_tokens``
+        of the prompt (a prompt-cache hit) cost no prefill, ``hidden_tokens`` (reasoning) are decoded
+        before the first token."""
         turn.model = model
         turn.prompt_tokens = prompt_tokens
         presence = turn.presence
@@ -228,7 +258,7 @@ class Engine:
                     org=turn.key.org if turn.key else None,
                 )
             except APIError as exc:
-                self.metrics.rate_limited(exc.type or "requests")
+                self.metrics.rate_limited(exc.data.get("bucket", "requests"))
                 raise
 
         scheduler = self.scheduler
@@ -243,7 +273,9 @@ class Engine:
             turn.queued_s = time.monotonic() - waiting_since
         turn.acquired = True
         slowdown = 1 + self.settings.slowdown * scheduler.load
-        plan = self.latency.plan(model, prompt_tokens, output_tokens, turn.overrides, slowdown)
+        plan = self.latency.plan(
+            model, prompt_tokens, output_tokens, turn.overrides, slowdown, cached_tokens, hidden_tokens
+        )
         if fault is not None and fault.type is FaultType.slow:
             plan = replace(
                 plan, prefill=(plan.prefill or SLOW_BASE_S) * (fault.factor or self.faults.slow_factor)
@@ -256,7 +288,7 @@ class Engine:
         if fault is not None and fault.type is FaultType.timeout:
             # Accept, then say nothing until the client gives up or the hang time passes.
             await presence.sleep(fault.hang if fault.hang is not None else self.faults.hang)
-            raise APIError(504, "Request timed out.", code="timeout", type="server_error")
+            raise APIError(504, kind=Kind.TIMEOUT)
 
     def end(self, turn: Turn) -> None:
         if turn.acquired:
@@ -339,11 +371,14 @@ HEAVY_CHARS = 64 * 1024
 def _heavy(request: GenerationRequest, answer_tokens: int) -> bool:
     if request.tools or request.json_schema is not None or not tokens.for_model(request.model).ready:
         return True
+    answer_tokens = request.output_tokens or answer_tokens
+    if request.usage is not None and request.usage.completion is not None:  # x-llmsim-usage's length
+        answer_tokens = max(answer_tokens, request.usage.completion)
     size = 0
     for message in request.messages:
         for text in message.texts:
             size += len(text)
-    return size + request.n * (size + 4 * (request.output_tokens or answer_tokens)) > HEAVY_CHARS
+    return size + request.n * (size + 4 * answer_tokens) > HEAVY_CHARS
 
 
 def _client(scope: Scope) -> str:

@@ -1,56 +1,53 @@
-"""Provider error envelopes.
+"""Errors as neutral kinds with data: the core says *what* happened, each surface's wire says it in
+its provider's words.
 
-Every failure a client can cause is raised as :class:`APIError`; :meth:`APIError.body` is OpenAI's
-shape, ``{"error": {"message", "type", "param", "code"}}``, so SDKs map it to their usual exceptions.
-Other surfaces render the same error in their own envelope (llmsim.surfaces.base.Wire).
+A surface's own bad-input errors carry their wording in ``message`` (and ``param``/``code``).
+Errors the shared stages raise (auth, faults, limits, the queue, timeouts, shutdown) carry a
+:class:`Kind`, the numbers a provider quotes (``data``), the limiter's buckets (``limit``) and how
+long to wait (``retry_after``); the route's wire (llmsim.surfaces.base.Wire) picks the status its
+provider uses, the envelope, the wording and the rate-limit and retry headers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-import orjson
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmsim.limits import LimitState
 
-STATUS_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "requests",
-    500: "server_error",
-    502: "server_error",
-    503: "server_error",
-}
+
+class Kind(StrEnum):
+    INVALID = "invalid"  # bad input: ``param`` names it
+    AUTH = "auth"  # no key, or a wrong one (data: key, the masked key; absent when none was sent)
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"  # data: model, when a model is what is missing
+    NOT_ALLOWED = "not_allowed"  # the method, on a path that exists
+    TOO_LARGE = "too_large"  # the request body (data: limit, in bytes)
+    CONTEXT_LENGTH = "context_length"  # data: window, tokens
+    RATE_LIMITED = "rate_limited"  # a limiter's bucket (data: bucket, model, org, cap, used, requested)
+    QUEUE_FULL = "queue_full"  # the waiting room is full (429)
+    OVERLOADED = "overloaded"  # 503 from OpenAI, 529 from Anthropic
+    SERVER_ERROR = "server_error"
+    BAD_GATEWAY = "bad_gateway"
+    TIMEOUT = "timeout"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"  # a bug in llmsim: logged, answered 500
 
 
 @dataclass
 class APIError(Exception):
     status: int
-    message: str
+    message: str = ""  # the surface's own words; empty: the wire words ``kind`` from ``data``
     param: str | None = None
     code: str | None = None
-    type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    # Neutral data for surfaces that word and shape errors their own way (llmsim.surfaces.base):
-    # ``kind`` names what happened (a fault type, "rate_limited"), ``limit`` the limiter's buckets.
-    kind: str | None = None
-    limit: LimitState | None = None
-
-    def body(self) -> bytes:
-        error = {
-            "message": self.message,
-            "type": self.type or STATUS_TYPES.get(self.status, "invalid_request_error"),
-            "param": self.param,
-            "code": self.code,
-        }
-        return orjson.dumps({"error": error})
+    type: str | None = None  # a scripted error's own type, kept as given
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers (Allow, a script's)
+    kind: Kind = Kind.INVALID
+    data: dict[str, Any] = field(default_factory=dict)
+    limit: LimitState | None = None  # the limiter's buckets, for rate-limit headers
+    retry_after: float | None = None  # seconds; the wire renders its own retry headers (0: none)
 
 
 def shorten(value: object, limit: int = 256) -> str:
@@ -60,28 +57,15 @@ def shorten(value: object, limit: int = 256) -> str:
 
 
 def invalid_json() -> APIError:
-    return APIError(
-        400,
-        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-        "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-        "sent was not valid JSON.)",
-    )
+    return APIError(400, kind=Kind.INVALID, data={"reason": "json"})
 
 
 def model_not_found(model: str) -> APIError:
-    return APIError(
-        404,
-        f"The model `{shorten(model)}` does not exist or you do not have access to it.",
-        code="model_not_found",
-    )
+    return APIError(404, kind=Kind.NOT_FOUND, data={"model": model})
 
 
 def body_too_large(limit: int) -> APIError:
-    return APIError(
-        413,
-        f"Request body too large: the limit is {limit} bytes.",
-        code="request_too_large",
-    )
+    return APIError(413, kind=Kind.TOO_LARGE, data={"limit": limit})
 
 
 def invalid_function_schema(name: str, index: int, detail: object) -> APIError:
@@ -91,6 +75,7 @@ def invalid_function_schema(name: str, index: int, detail: object) -> APIError:
         f"Invalid schema for function '{shorten(name, 64)}': {detail}",
         f"tools[{index}].function.parameters",
         "invalid_function_parameters",
+        data={"tool": index, "detail": str(detail)},
     )
 
 

@@ -7,7 +7,7 @@ Three kinds of fault, by when they act:
   else is sent; :meth:`FaultPolicy.error_for` builds it. ``status=NNN`` overrides the status.
 - **mid-stream** (``disconnect``, ``malformed``): the response starts as a normal 200 stream; after
   ``after`` chunks (default 3) the connection is dropped without ``[DONE]``, or one corrupt SSE
-  event (:data:`MALFORMED_EVENT`) is written and the stream carries on.
+  event (the surface's ``malformed_event``) is written and the stream carries on.
 - **timing** (``timeout``, ``slow``): ``timeout`` accepts the request and answers nothing until
   the client gives up or ``hang`` seconds pass; ``slow`` multiplies the time to first token by
   ``factor`` (so on an instant server it changes nothing).
@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from llmsim.errors import APIError
-from llmsim.limits import format_duration, retry_headers
+from llmsim.errors import APIError, Kind
+from llmsim.limits import LimitState
 
 HEADER = "x-llmsim-fault"
 DEFAULT_AFTER = 3  # chunks sent before a mid-stream fault
@@ -39,10 +39,6 @@ DEFAULT_HANG = 600.0  # seconds a timeout holds a request when no hang is given
 DEFAULT_SLOW_FACTOR = 10.0
 DEFAULT_RETRY_AFTER = 1.0  # seconds, on 429/503 faults
 DEFAULT_CONTEXT_WINDOW = 128_000  # tokens named by the context_length fault's message
-
-# A chat.completion.chunk cut off mid-JSON, without its blank-line terminator: what a client sees
-# when a proxy truncates an event.
-MALFORMED_EVENT = b'data: {"id":"chatcmpl-llmsim","object":"chat.completion.chunk","choices":[{"ind\n\n'
 
 
 class FaultType(str, Enum):
@@ -58,17 +54,17 @@ class FaultType(str, Enum):
     slow = "slow"
 
 
-IMMEDIATE = frozenset(
-    {
-        FaultType.rate_limit,
-        FaultType.server_error,
-        FaultType.overloaded,
-        FaultType.bad_gateway,
-        FaultType.context_length,
-        FaultType.auth,
-    }
-)
 MID_STREAM = frozenset({FaultType.disconnect, FaultType.malformed})
+# Each immediate fault's status and neutral error (a surface may answer another status: 529).
+_IMMEDIATE_ERRORS: dict[FaultType, tuple[int, Kind]] = {
+    FaultType.rate_limit: (429, Kind.RATE_LIMITED),
+    FaultType.server_error: (500, Kind.SERVER_ERROR),
+    FaultType.overloaded: (503, Kind.OVERLOADED),
+    FaultType.bad_gateway: (502, Kind.BAD_GATEWAY),
+    FaultType.context_length: (400, Kind.CONTEXT_LENGTH),
+    FaultType.auth: (401, Kind.AUTH),
+}
+IMMEDIATE = frozenset(_IMMEDIATE_ERRORS)
 TIMING = frozenset({FaultType.timeout, FaultType.slow})
 
 DEFAULT_TYPES = (FaultType.server_error,)  # what --failure-rate/--fail-first inject without --failure-types
@@ -252,63 +248,29 @@ class FaultPolicy:
     def error_for(
         self, fault: Fault, model: str = "gpt-4o", prompt_tokens: int = 0, retry_after: float | None = None
     ) -> APIError:
-        """The error response of an immediate fault, worded as OpenAI words it.
+        """The error of an immediate fault, as a neutral kind the route's wire words.
 
-        ``retry_after``: the request's own override (``x-llmsim-retry-after``), which wins.
+        ``retry_after``: the request's own override (``x-llmsim-retry-after``), which wins; a 429 or
+        503 tells the client when to retry, other statuses only when asked to.
         """
         kind = fault.type
         if retry_after is None:
             retry_after = fault.retry_after
         wait = self.retry_after if retry_after is None else retry_after
-        if kind is FaultType.rate_limit:
-            error = APIError(
-                429,
-                f"Rate limit reached for {model} in organization {self.organization} on requests per "
-                f"min (RPM): Limit 3, Used 3, Requested 1. Please try again in {format_duration(wait)}. "
-                "Visit https://platform.openai.com/account/rate-limits to learn more.",
-                code="rate_limit_exceeded",
-                type="requests",
-                headers={
-                    "x-ratelimit-limit-requests": "3",
-                    "x-ratelimit-remaining-requests": "0",
-                    "x-ratelimit-reset-requests": format_duration(wait),
-                },
-            )
-        elif kind is FaultType.server_error:
-            error = APIError(
-                500,
-                "The server had an error while processing your request. Sorry about that!",
-                type="server_error",
-            )
-        elif kind is FaultType.overloaded:
-            error = APIError(
-                503, "The engine is currently overloaded, please try again later.", type="server_error"
-            )
-        elif kind is FaultType.bad_gateway:
-            error = APIError(502, "Bad gateway.", type="server_error")
-        elif kind is FaultType.context_length:
-            window = self.context_window
-            error = APIError(
-                400,
-                f"This model's maximum context length is {window} tokens. However, your messages "
-                f"resulted in {max(prompt_tokens, window + 1)} tokens. Please reduce the length of "
-                "the messages.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        elif kind is FaultType.auth:
-            error = APIError(
-                401,
-                "Incorrect API key provided: sk-llmsi*****************ault. You can find your API "
-                "key at https://platform.openai.com/account/api-keys.",
-                code="invalid_api_key",
-                type="invalid_request_error",
-            )
-        else:
+        if kind not in _IMMEDIATE_ERRORS:
             raise ValueError(f"{kind.value} is not an immediate fault")
-        error.kind = kind.value  # for surfaces that word it their own way (Anthropic: 529 overloaded)
+        status, error_kind = _IMMEDIATE_ERRORS[kind]
+        error = APIError(status, kind=error_kind)
+        if kind is FaultType.rate_limit:  # a made-up exhausted bucket of 3 requests a minute
+            error.data = {"bucket": "requests", "model": model, "org": self.organization}
+            error.data |= {"cap": 3, "used": 3, "requested": 1}
+            error.limit = LimitState(3, 0, wait)
+        elif kind is FaultType.context_length:
+            error.data = {"window": self.context_window, "tokens": prompt_tokens}
+        elif kind is FaultType.auth:
+            error.data = {"key": "sk-llmsi*****************ault"}
         if fault.status is not None:
             error.status = fault.status
         if error.status in (429, 503) or retry_after is not None:
-            error.headers |= retry_headers(wait)
+            error.retry_after = wait
         return error

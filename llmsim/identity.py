@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
-from llmsim.settings import Settings
+if TYPE_CHECKING:  # only a type: the header names below are imported where settings are not
+    from llmsim.settings import Settings
 
 INSTANCE_HEADER = "x-llmsim-instance"
 REQUEST_ID_HEADER = "x-request-id"
+# The exact usage one request reports (llmsim.generation.parse_usage):
+# ``prompt=1200,completion=40,cached=1024,reasoning=0``, any subset of the keys.
+USAGE_HEADER = "x-llmsim-usage"
 
 
 def resolve_instance_id(settings: Settings) -> str:

@@ -1,7 +1,9 @@
 """When each token leaves: the latency model every API surface shares.
 
-Time to first token = queue wait + prefill, prefill = overhead + ms-per-token × prompt tokens;
-then one inter-token latency (ITL) between content chunks. Each quantity is a distribution
+Time to first token = queue wait + prefill, prefill = overhead + ms-per-token × the prompt tokens
+not read from the prompt cache, + the hidden reasoning tokens at decode speed (one ITL each: a
+reasoning model thinks before its first visible token); then one inter-token latency (ITL) between
+content chunks. Each quantity is a distribution
 (constant, normal or lognormal), sampled per request and clamped at zero. Named profiles (in a
 YAML or TOML file) give models their own speeds.
 
@@ -25,9 +27,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmsim.errors import APIError
+from llmsim.identity import USAGE_HEADER
 from llmsim.presence import Presence
 
 if TYPE_CHECKING:
+    from llmsim.generation import UsageOverride
     from llmsim.settings import Settings
 
 
@@ -142,6 +146,7 @@ class Overrides:
     itl_ms: float | None = None
     output_tokens: int | None = None
     retry_after: float | None = None  # seconds told to a client answered 429/503 by a fault
+    usage: UsageOverride | None = None  # the exact usage to report (x-llmsim-usage)
 
 
 # header -> (field, type, the largest value accepted): an hour to the first token, a minute a
@@ -155,6 +160,8 @@ _OVERRIDES = {
 }
 
 
+_USAGE = USAGE_HEADER.encode()
+
 NO_OVERRIDES = Overrides()
 INSTANT = Plan(0.0)
 
@@ -162,7 +169,25 @@ INSTANT = Plan(0.0)
 def overrides_from(headers: list[tuple[bytes, bytes]]) -> Overrides:
     overrides = NO_OVERRIDES
     for name, value in headers:
-        if name.startswith(b"x-llmsim-") and name in _OVERRIDES:
+        if name == _USAGE:
+            # Here, not at the top: settings imports this module, and generation the tokenizers.
+            from llmsim.generation import parse_usage
+
+            text = value.decode("latin-1")
+            try:
+                usage = parse_usage(text)
+            except ValueError as exc:
+                raise APIError(
+                    400,
+                    f"Invalid header {USAGE_HEADER}: {exc} (e.g. prompt=1200,completion=40,cached=1024,"
+                    f"reasoning=0), got {text[:80]!r}.",
+                    USAGE_HEADER,
+                    "invalid_value",
+                ) from None
+            if overrides is NO_OVERRIDES:
+                overrides = Overrides()
+            overrides.usage = usage
+        elif name.startswith(b"x-llmsim-") and name in _OVERRIDES:
             if overrides is NO_OVERRIDES:
                 overrides = Overrides()
             field_name, kind, largest = _OVERRIDES[name]
@@ -193,15 +218,27 @@ class LatencyModel:
         return self.per_model.get(model, self.default)
 
     def plan(
-        self, model: str, prompt_tokens: int, output_tokens: int, overrides: Overrides, slowdown: float
+        self,
+        model: str,
+        prompt_tokens: int,
+        output_tokens: int,
+        overrides: Overrides,
+        slowdown: float,
+        cached_tokens: int = 0,
+        hidden_tokens: int = 0,
     ) -> Plan:
+        """``cached_tokens`` of the prompt cost no prefill; ``hidden_tokens`` (reasoning) are
+        decoded, one ITL each, before the first token. x-llmsim-ttft-ms sets the whole prefill."""
         profile = self.profile(model)
         if overrides is NO_OVERRIDES and profile.instant:
             return INSTANT
         if overrides.ttft_ms is not None:
             prefill = overrides.ttft_ms / 1000
         else:
-            prefill = (profile.prefill.sample(self.rng) + profile.prefill_ms_per_token * prompt_tokens) / 1000
+            uncached = max(0, prompt_tokens - cached_tokens)
+            prefill = (profile.prefill.sample(self.rng) + profile.prefill_ms_per_token * uncached) / 1000
+            if hidden_tokens > 0:
+                prefill += self._thinking(profile, hidden_tokens, overrides, slowdown)
         gaps = max(0, output_tokens - 1)
         if overrides.itl_ms is not None:
             itls = [overrides.itl_ms / 1000] * gaps
@@ -211,6 +248,19 @@ class LatencyModel:
         else:
             itls = [0.0] * gaps
         return Plan(prefill, itls)
+
+    def _thinking(self, profile: Profile, tokens: int, overrides: Overrides, slowdown: float) -> float:
+        """Seconds to decode ``tokens`` hidden tokens: the sum of as many ITLs, drawn at once as the
+        normal distribution their sum tends to (thousands of samples a request would cost more
+        than the rest of the plan)."""
+        if overrides.itl_ms is not None:
+            return tokens * overrides.itl_ms / 1000
+        itl = profile.itl_dist
+        if not itl.mean:
+            return 0.0
+        spread = 0.0 if itl.shape is Shape.constant else itl.stddev * math.sqrt(tokens)
+        total = self.rng.gauss(itl.mean * tokens, spread) if spread else itl.mean * tokens
+        return max(0.0, total) * slowdown / 1000
 
 
 class Pacer:

@@ -1,41 +1,28 @@
-"""Requests-per-minute and tokens-per-minute limits, as OpenAI applies and reports them.
+"""Requests-per-minute and tokens-per-minute limits, as OpenAI applies them.
 
 Each identity (an API key, or the client address when auth is off) has two token buckets: one of
 ``rpm`` requests and one of ``tpm`` tokens, each refilling continuously at limit/60 per second.
 A request takes one request and its estimated tokens (prompt + max_tokens × n, counted before
 generation as OpenAI does); if either bucket is short it is a 429 and nothing is taken.
 
-Every response reports the buckets in OpenAI's ``x-ratelimit-*`` headers: remaining is the
-bucket's level rounded down, reset is the time until the bucket is full again ("resets to its
-initial state"). That matches real OpenAI responses: limit 5000 and remaining 4999 come with
+Every response reports the buckets (:class:`LimitState`) in its surface's headers (OpenAI's
+``x-ratelimit-*``: llmsim.surfaces.openai_wire): remaining is the bucket's level rounded down,
+reset is the time until the bucket is full again ("resets to its initial state"). That matches real OpenAI responses: limit 5000 and remaining 4999 come with
 ``x-ratelimit-reset-requests: 12ms`` (1 request × 60 s / 5000). Each instance holds its own
 buckets, like separate deployments.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from llmsim.errors import APIError
+from llmsim.errors import APIError, Kind
 
 # OpenAI does not document what it reserves for a chat request without max_tokens; 16 is the
 # legacy completions default (OpenAI's cookbook rate-limit script assumes 15).
 DEFAULT_MAX_TOKENS = 16
 SWEEP_INTERVAL = 60.0  # seconds between sweeps of idle identities
-_LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
-
-
-def retry_headers(seconds: float) -> dict[str, str]:
-    """``retry-after`` (whole seconds, rounded up, as HTTP has it) and the exact ``retry-after-ms``
-    that OpenAI's SDK reads first; none for 0."""
-    if seconds <= 0:
-        return {}
-    return {
-        "retry-after": str(max(1, math.ceil(seconds))),
-        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
-    }
 
 
 def format_duration(seconds: float) -> str:
@@ -95,22 +82,6 @@ class LimitState:
     limit_tokens: int | None = None
     remaining_tokens: int = 0
     reset_tokens: float = 0.0
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        headers = []
-        if self.limit_requests is not None:
-            headers += [
-                (b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
-                (b"x-ratelimit-remaining-requests", b"%d" % self.remaining_requests),
-                (b"x-ratelimit-reset-requests", format_duration(self.reset_requests).encode()),
-            ]
-        if self.limit_tokens is not None:
-            headers += [
-                (b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
-                (b"x-ratelimit-remaining-tokens", b"%d" % self.remaining_tokens),
-                (b"x-ratelimit-reset-tokens", format_duration(self.reset_tokens).encode()),
-            ]
-        return headers
 
 
 UNLIMITED = LimitState()  # no limits configured: no headers
@@ -190,8 +161,8 @@ class RateLimits:
     ) -> LimitState:
         """Take one request and ``estimated_tokens`` from ``identity``'s buckets.
 
-        ``now`` is time.monotonic(). Raises APIError 429 (``rate_limit_exceeded``, type
-        ``requests`` or ``tokens``) with ``retry-after`` and the x-ratelimit-* headers.
+        ``now`` is time.monotonic(). Raises APIError 429 (Kind.RATE_LIMITED) with the bucket that
+        was short, the buckets' state and the wait.
         """
         if not self.enabled:
             return UNLIMITED
@@ -209,7 +180,7 @@ class RateLimits:
             raise self._exceeded(buckets, "requests", model, org, rpm - int(buckets.requests), 1, wait)
         if tpm:
             if estimated_tokens > tpm:
-                raise self._too_large(buckets, model, org, estimated_tokens)
+                raise self._exceeded(buckets, "tokens", model, org, 0, estimated_tokens, None)
             if buckets.tokens < estimated_tokens:
                 wait = (estimated_tokens - buckets.tokens) * 60 / tpm
                 used = tpm - int(buckets.tokens)
@@ -227,47 +198,26 @@ class RateLimits:
         for key in idle:
             del self._buckets[key]
 
+    @staticmethod
     def _exceeded(
-        self,
         buckets: _Buckets,
-        limit: str,
+        bucket: str,
         model: str,
         org: str | None,
         used: int,
         requested: int,
-        wait: float,
+        wait: float | None,
     ) -> APIError:
-        name, cap = (
-            ("requests per min (RPM)", buckets.rpm)
-            if limit == "requests"
-            else ("tokens per min (TPM)", buckets.tpm)
-        )
-        message = (
-            f"Rate limit reached for {model} in organization {org or 'org-llmsim'} on {name}: "
-            f"Limit {cap}, Used {used}, Requested {requested}. "
-            f"Please try again in {format_duration(wait)}. {_LEARN_MORE}"
-        )
-        return self._error(buckets, message, limit, wait)
-
-    def _too_large(self, buckets: _Buckets, model: str, org: str | None, requested: int) -> APIError:
-        message = (
-            f"Request too large for {model} in organization {org or 'org-llmsim'} on tokens per min "
-            f"(TPM): Limit {buckets.tpm}, Requested {requested}. The input or output tokens must be "
-            f"reduced in order to run successfully. {_LEARN_MORE}"
-        )
-        return self._error(buckets, message, "tokens", None)
-
-    @staticmethod
-    def _error(buckets: _Buckets, message: str, limit: str, wait: float | None) -> APIError:
-        headers = {name.decode(): value.decode() for name, value in buckets.state().headers()}
-        if wait is not None:  # a request larger than the limit never fits: nothing to wait for
-            headers |= retry_headers(wait)
-        return APIError(
-            429,
-            message,
-            code="rate_limit_exceeded",
-            type=limit,
-            headers=headers,
-            kind="rate_limited",
-            limit=buckets.state(),
-        )
+        """A 429 (``wait`` None: a request larger than the limit, which never fits)."""
+        cap = buckets.rpm if bucket == "requests" else buckets.tpm
+        data = {
+            "bucket": bucket,
+            "model": model,
+            "org": org,
+            "cap": cap,
+            "used": used,
+            "requested": requested,
+        }
+        if wait is None:
+            data["fits"] = False
+        return APIError(429, kind=Kind.RATE_LIMITED, data=data, limit=buckets.state(), retry_after=wait)

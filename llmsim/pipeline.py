@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmsim.auth import mask
 from llmsim.engine import ENDED_EARLY, Engine, turn_of
-from llmsim.errors import APIError, body_too_large
+from llmsim.errors import APIError, Kind, body_too_large
 from llmsim.identity import INSTANCE_HEADER, REQUEST_ID_HEADER, TRACE_HEADER
 from llmsim.journal import Journal, valid_trace
 from llmsim.presence import ClientGone
@@ -36,7 +36,7 @@ JSON = b"application/json"
 CLIENT_CLOSED = 499  # nginx's name for a request whose client went away first
 
 
-SHUTTING_DOWN = APIError(503, "The server is shutting down.", code="shutting_down", type="server_error")
+SHUTTING_DOWN = APIError(503, kind=Kind.SHUTTING_DOWN)
 
 
 class BodyTooLarge(Exception):
@@ -207,15 +207,15 @@ class Pipeline:
             return body_too_large(self.max_body)
         method, path = scope["method"], scope["path"]
         if isinstance(exc, HTTPException):
-            if exc.status_code == 404:
-                message = f"Invalid URL ({method} {path})"
-            elif exc.status_code == 405:
+            status, headers = exc.status_code, dict(exc.headers or {})
+            if status == 404:
+                return APIError(404, f"Invalid URL ({method} {path})", kind=Kind.NOT_FOUND, headers=headers)
+            if status == 405:
                 message = f"Method {method} is not allowed for {path}."
-            else:
-                message = str(exc.detail)
-            return APIError(exc.status_code, message, headers=dict(exc.headers or {}))
+                return APIError(405, message, kind=Kind.NOT_ALLOWED, headers=headers)
+            return APIError(status, str(exc.detail), headers=headers)
         log.error("unhandled error on %s %s", method, path, exc_info=exc)
-        return APIError(500, "The server had an error while processing your request.", code="internal_error")
+        return APIError(500, kind=Kind.INTERNAL)
 
 
 async def send_error(error: APIError, send: Send, wire: Wire | None = None, request_id: bytes = b"") -> None:

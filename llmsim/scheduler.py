@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from llmsim.errors import APIError
-from llmsim.limits import retry_headers
+from llmsim.errors import APIError, Kind
 
 
 class Scheduler:
@@ -70,15 +69,6 @@ class Scheduler:
     def _full(self) -> APIError:
         if self.full_status == 503:
             return APIError(
-                503,
-                "The engine is currently overloaded, please try again later.",
-                code="overloaded",
-                headers=retry_headers(self.retry_after),
+                503, kind=Kind.OVERLOADED, data={"code": "overloaded"}, retry_after=self.retry_after
             )
-        return APIError(
-            429,
-            "The server is handling too many requests right now (queue full). Please retry after a short wait.",
-            code="queue_full",
-            type="requests",
-            headers=retry_headers(self.retry_after),
-        )
+        return APIError(429, kind=Kind.QUEUE_FULL, retry_after=self.retry_after)

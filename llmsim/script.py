@@ -20,7 +20,9 @@ fully match it as a regex (so ``gpt-4o`` does not catch ``gpt-4o-mini``); a miss
 the rule. ``ignore_case: true`` makes the rule's regexes case-insensitive (or write ``(?i)``).
 
 Answers: exactly one of ``text``, ``tool_call`` (one call, or a list for parallel calls) or
-``error`` (``status`` 400-599, ``message``, optional ``type`` and ``code``). ``{name}``
+``error`` (``status`` 400-599, ``message``, optional ``type`` and ``code``); a text or tool call
+may add ``usage: {prompt: 1200, completion: 40, cached: 1024, reasoning: 0}`` (any of the keys),
+the usage reported exactly, as the ``x-llmsim-usage`` header asks (which wins). ``{name}``
 placeholders in the answer's strings are filled from the named groups of the rule's regexes;
 other braces are left alone. Without a ``default``, an unmatched request gets ``None`` and the
 caller falls back to its usual response mode.
@@ -48,6 +50,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from llmsim.generation import MAX_USAGE_COMPLETION, MAX_USAGE_PROMPT, UsageOverride, check_usage
 from llmsim.settings import FileError, describe_invalid, parse_yaml, read_file, schema_names
 from llmsim.workers import in_thread
 
@@ -79,6 +82,7 @@ class Answer:
     text: str | None = None
     tool_calls: tuple[ToolCallSpec, ...] = ()
     error: ErrorSpec | None = None
+    usage: UsageOverride | None = None
 
 
 # --- the file's shape ------------------------------------------------------------------------------
@@ -100,10 +104,30 @@ class _Error(_Strict):
     code: str | None = None
 
 
+class _Usage(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    prompt: int | None = Field(None, ge=0, le=MAX_USAGE_PROMPT)
+    completion: int | None = Field(None, ge=0, le=MAX_USAGE_COMPLETION)
+    cached: int | None = Field(None, ge=0, le=MAX_USAGE_PROMPT)
+    reasoning: int | None = Field(None, ge=0, le=MAX_USAGE_COMPLETION)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _Usage:
+        problem = check_usage(self.override())
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def override(self) -> UsageOverride:
+        return UsageOverride(self.prompt, self.completion, self.cached, self.reasoning)
+
+
 class _Reply(_Strict):
     text: str | None = None
     tool_call: list[_ToolCall] | None = None
     error: _Error | None = None
+    usage: _Usage | None = None
 
     @field_validator("tool_call", mode="before")
     @classmethod
@@ -118,13 +142,16 @@ class _Reply(_Strict):
             raise ValueError(f"give exactly one of text, tool_call or error (found {found})")
         if self.tool_call == []:
             raise ValueError("tool_call needs at least one call")
+        if self.error is not None and self.usage is not None:
+            raise ValueError("an error has no usage: give usage with a text or a tool_call")
         return self
 
     def answer(self) -> Answer:
         calls = tuple(ToolCallSpec(c.name, dict(c.arguments)) for c in self.tool_call or ())
         e = self.error
         error = None if e is None else ErrorSpec(e.status, e.message, e.type, e.code)
-        return Answer(text=self.text, tool_calls=calls, error=error)
+        usage = None if self.usage is None else self.usage.override()
+        return Answer(text=self.text, tool_calls=calls, error=error, usage=usage)
 
 
 class _Rule(_Reply):
@@ -167,7 +194,7 @@ def _compile(pattern: str, flags: int) -> re.Pattern[str]:
         raise ValueError(f"not a valid regular expression ({exc.msg}{where})") from None
 
 
-_NAMES = schema_names(_File, _Rule, _Reply, _Error, _ToolCall)
+_NAMES = schema_names(_File, _Rule, _Reply, _Error, _ToolCall, _Usage)
 Rules = tuple[tuple["_Compiled", ...], "Answer | None"]
 
 
@@ -247,7 +274,7 @@ def _filled(answer: Answer, groups: Mapping[str, str]) -> Answer:
     if error is not None:
         error = ErrorSpec(error.status, _fill(error.message, groups), error.type, error.code)
     calls = tuple(ToolCallSpec(c.name, _fill(c.arguments, groups)) for c in answer.tool_calls)
-    return Answer(text=_fill(answer.text, groups), tool_calls=calls, error=error)
+    return Answer(text=_fill(answer.text, groups), tool_calls=calls, error=error, usage=answer.usage)
 
 
 # --- the script ----------------------------------------------------------------------------------

@@ -244,6 +244,13 @@ class Settings(BaseSettings):
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_MODELS, description="Comma-separated model IDs to serve."
     )
+    azure_deployments: str | None = Field(
+        None,
+        description="Azure OpenAI deployments as name=model pairs, e.g. "
+        "prod-4o=gpt-4o,emb=text-embedding-3-small (default: every served model is a deployment of its own "
+        "name).",
+        json_schema_extra=RUNTIME,
+    )
     response_mode: ResponseMode = Field(
         ResponseMode.echo,
         description="echo: quote the last user message; fixed: --fixed-text; "
@@ -483,6 +490,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "--control-access token needs --admin-token, $LLMSIM_ADMIN_TOKEN or --admin-token-file"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_deployments(self) -> Settings:
+        if not self.azure_deployments:
+            return self
+        from llmsim.surfaces.azure_openai import parse_deployments
+
+        for name, model in parse_deployments(self.azure_deployments).items():
+            if model not in self.models:
+                raise ValueError(f"azure_deployments: {name!r} names {model!r}, which is not one of --models")
         return self
 
     @field_validator("queue_full_status")

@@ -24,3 +24,11 @@ def validate(name: str, body: Any) -> None:
     if errors:
         details = "\n".join(f"  at {list(e.path)}: {e.message}" for e in errors[:10])
         raise AssertionError(f"body does not match OpenAI schema {name}:\n{details}\nbody: {body}")
+
+
+def rendered(error: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A neutral APIError as OpenAI's wire answers it: (status, the envelope's error, headers)."""
+    from llmsim.surfaces.openai_wire import OPENAI
+
+    status, body, headers = OPENAI.render_error(error, b"")
+    return status, json.loads(body)["error"], {k.decode(): v.decode() for k, v in headers}

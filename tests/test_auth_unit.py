@@ -6,6 +6,7 @@ import pytest
 
 from llmsim.auth import Authenticator, KeyInfo, load_keys, mask
 from llmsim.errors import APIError
+from tests.openai_spec import rendered
 
 KEY = "sk-abcdefghijklmnopqrstuvwxyz"
 
@@ -58,19 +59,19 @@ def test_valid_keys(headers) -> None:
 def test_missing_key(headers) -> None:
     with pytest.raises(APIError) as info:
         Authenticator(load_keys([KEY])).check(headers)
-    err = info.value
-    assert (err.status, err.code, err.type) == (401, None, "invalid_request_error")
-    assert err.message.startswith("You didn't provide an API key.")
+    status, error, _ = rendered(info.value)
+    assert (status, error["code"], error["type"]) == (401, None, "invalid_request_error")
+    assert error["message"].startswith("You didn't provide an API key.")
 
 
 def test_wrong_key_is_masked() -> None:
     wrong = "sk-proj-0123456789abcdefWXYZ"
     with pytest.raises(APIError) as info:
         Authenticator(load_keys([KEY])).check([(b"authorization", b"Bearer " + wrong.encode())])
-    err = info.value
-    assert (err.status, err.code, err.type) == (401, "invalid_api_key", "invalid_request_error")
-    assert err.message == (
+    status, error, _ = rendered(info.value)
+    assert (status, error["code"], error["type"]) == (401, "invalid_api_key", "invalid_request_error")
+    assert error["message"] == (
         "Incorrect API key provided: sk-proj-****************WXYZ. "
         "You can find your API key at https://platform.openai.com/account/api-keys."
     )
-    assert wrong not in err.message
+    assert wrong not in error["message"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from llmsim.errors import APIError
@@ -17,10 +15,15 @@ from llmsim.faults import (
     FaultType,
     parse_header,
 )
+from tests.openai_spec import rendered
 
 
 def _error(err: APIError) -> dict:
-    return json.loads(err.body())["error"]
+    return rendered(err)[1]
+
+
+def _headers(err: APIError) -> dict[str, str]:
+    return rendered(err)[2]
 
 
 def test_every_type_has_exactly_one_kind() -> None:
@@ -126,22 +129,24 @@ def test_configure_validates() -> None:
 def test_retry_after_comes_from_the_request_then_the_fault_then_the_setting() -> None:
     policy = FaultPolicy(retry_after=2)
     fault = parse_header("rate_limit;retry_after=7.5")
-    assert policy.error_for(fault).headers["retry-after"] == "8"  # whole seconds, rounded up
-    assert policy.error_for(fault).headers["retry-after-ms"] == "7500"
-    assert policy.error_for(fault).headers["x-ratelimit-reset-requests"] == "7.5s"
-    assert policy.error_for(fault, retry_after=30).headers["retry-after"] == "30"
+    assert _headers(policy.error_for(fault))["retry-after"] == "8"  # whole seconds, rounded up
+    assert _headers(policy.error_for(fault))["retry-after-ms"] == "7500"
+    assert _headers(policy.error_for(fault))["x-ratelimit-reset-requests"] == "7.5s"
+    assert _headers(policy.error_for(fault, retry_after=30))["retry-after"] == "30"
     no_wait = policy.error_for(parse_header("overloaded;retry_after=0"))
-    assert no_wait.status == 503 and "retry-after" not in no_wait.headers
-    assert "retry-after" not in policy.error_for(Fault(FaultType.server_error)).headers  # a 500 says nothing
+    assert no_wait.status == 503 and "retry-after" not in _headers(no_wait)
+    assert "retry-after" not in _headers(
+        policy.error_for(Fault(FaultType.server_error))
+    )  # a 500 says nothing
     with pytest.raises(APIError):
         parse_header("rate_limit;retry_after=7200")
 
 
-def test_errors_are_openai_shaped() -> None:
+def test_errors_as_openai_words_them() -> None:
     policy = FaultPolicy(retry_after=2)
     rate = policy.error_for(Fault(FaultType.rate_limit), model="gpt-4o-mini")
     assert rate.status == 429
-    assert rate.headers == {
+    assert {k: v for k, v in _headers(rate).items() if k not in ("content-type", "content-length")} == {
         "retry-after": "2",
         "retry-after-ms": "2000",
         "x-ratelimit-limit-requests": "3",
@@ -149,13 +154,13 @@ def test_errors_are_openai_shaped() -> None:
         "x-ratelimit-reset-requests": "2s",
     }
     assert _error(rate)["type"] == "requests" and _error(rate)["code"] == "rate_limit_exceeded"
-    assert rate.message.startswith("Rate limit reached for gpt-4o-mini in organization org-llmsim")
+    assert _error(rate)["message"].startswith("Rate limit reached for gpt-4o-mini in organization org-llmsim")
 
     server = _error(policy.error_for(Fault(FaultType.server_error)))
     assert server["message"].endswith("Sorry about that!") and server["type"] == "server_error"
     assert policy.error_for(Fault(FaultType.overloaded)).status == 503
-    assert policy.error_for(Fault(FaultType.overloaded)).headers["retry-after-ms"] == "2000"
-    assert policy.error_for(Fault(FaultType.bad_gateway)).message == "Bad gateway."
+    assert _headers(policy.error_for(Fault(FaultType.overloaded)))["retry-after-ms"] == "2000"
+    assert _error(policy.error_for(Fault(FaultType.bad_gateway)))["message"] == "Bad gateway."
 
     context = policy.error_for(Fault(FaultType.context_length), prompt_tokens=200_000)
     body = _error(context)
@@ -163,7 +168,7 @@ def test_errors_are_openai_shaped() -> None:
     assert "maximum context length is 128000 tokens" in body["message"] and "200000 tokens" in body["message"]
 
     auth = policy.error_for(Fault(FaultType.auth))
-    assert auth.status == 401 and auth.code == "invalid_api_key"
+    assert auth.status == 401 and _error(auth)["code"] == "invalid_api_key"
 
 
 def test_status_override_and_non_immediate_types() -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from llmsim.errors import APIError
 from llmsim.limits import SWEEP_INTERVAL, RateLimits, estimate_tokens, format_duration
+from llmsim.surfaces.openai_wire import limit_headers
+from tests.openai_spec import rendered
 
 
 @pytest.mark.parametrize(
@@ -38,7 +40,13 @@ def test_estimate_tokens() -> None:
 
 
 def _headers(state) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in state.headers()}
+    return {k.decode(): v.decode() for k, v in limit_headers(state)}
+
+
+def _openai(err: APIError) -> tuple[dict, dict[str, str]]:
+    """The envelope's error and the headers, as OpenAI's wire renders the neutral error."""
+    _, error, headers = rendered(err)
+    return error, headers
 
 
 def test_headers_like_openai() -> None:
@@ -64,14 +72,15 @@ def test_request_limit_then_refill() -> None:
     with pytest.raises(APIError) as info:
         limits.check("k", None, 1, now=0.0)
     err = info.value
-    assert (err.status, err.code, err.type) == (429, "rate_limit_exceeded", "requests")
-    assert err.message == (
+    error, headers = _openai(err)
+    assert (err.status, error["code"], error["type"]) == (429, "rate_limit_exceeded", "requests")
+    assert error["message"] == (
         "Rate limit reached for gpt-4o in organization org-llmsim on requests per min (RPM): "
         "Limit 10, Used 10, Requested 1. Please try again in 6s. "
         "Visit https://platform.openai.com/account/rate-limits to learn more."
     )
-    assert err.headers["retry-after"] == "6" and err.headers["retry-after-ms"] == "6000"
-    assert err.headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["retry-after"] == "6" and headers["retry-after-ms"] == "6000"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
     # One request refills every 6 s; another identity has its own bucket.
     assert limits.check("k", None, 1, now=6.0).remaining_requests == 0
     assert limits.check("other", None, 1, now=6.0).remaining_requests == 9
@@ -82,13 +91,13 @@ def test_token_limit_refuses_without_taking_anything() -> None:
     limits.check("k", None, 900, now=0.0)
     with pytest.raises(APIError) as info:
         limits.check("k", None, 200, now=0.0, model="gpt-4o-mini", org="org-abc")
-    err = info.value
-    assert err.type == "tokens"
+    error, _ = _openai(info.value)
+    assert error["type"] == "tokens"
     assert (
         "gpt-4o-mini in organization org-abc on tokens per min (TPM): Limit 1000, Used 900, Requested 200"
-        in (err.message)
+        in (error["message"])
     )
-    assert "Please try again in 6s." in err.message  # 100 tokens short at 1000/60 per second
+    assert "Please try again in 6s." in error["message"]  # 100 tokens short at 1000/60 per second
     state = limits.check("k", None, 100, now=0.0)
     assert (state.remaining_requests, state.remaining_tokens) == (98, 0)
     assert _headers(state)["x-ratelimit-reset-tokens"] == "1m0s"
@@ -98,8 +107,8 @@ def test_request_larger_than_the_limit() -> None:
     limits = RateLimits(tpm=1000)
     with pytest.raises(APIError) as info:
         limits.check("k", None, 1001, now=0.0)
-    err = info.value
-    assert err.message.startswith("Request too large for gpt-4o") and "retry-after" not in err.headers
+    error, headers = _openai(info.value)
+    assert error["message"].startswith("Request too large for gpt-4o") and "retry-after" not in headers
 
 
 def test_tiers() -> None:
@@ -112,7 +121,7 @@ def test_tiers() -> None:
 
 
 def test_unlimited_and_reset_and_eviction() -> None:
-    assert RateLimits().check("k", None, 10**9, now=0.0).headers() == []
+    assert limit_headers(RateLimits().check("k", None, 10**9, now=0.0)) == []
     limits = RateLimits(rpm=60)
     limits.check("busy", None, 1, now=0.0)
     limits.check("idle", None, 1, now=0.0)

@@ -23,7 +23,6 @@ import base64
 import hashlib
 import math
 import random
-import re
 import string
 import time
 from collections import OrderedDict
@@ -40,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 from llmsim import schema_values, tokens
 from llmsim.content import lorem
 from llmsim.engine import Engine, Turn
-from llmsim.errors import APIError, shorten
+from llmsim.errors import APIError, Kind, shorten
 from llmsim.generation import (
     Choice,
     Finish,
@@ -243,7 +242,7 @@ class MessagesRequest(_Prompt):
 
 
 def invalid(message: str) -> APIError:
-    return APIError(400, message, kind="invalid_request")
+    return APIError(400, message)
 
 
 def _location(body: Any, loc: tuple[int | str, ...], missing: bool) -> str:
@@ -505,7 +504,7 @@ CACHED_BODY_BYTES = 8 * 1024
 def _parse(raw: bytes, models: frozenset[str]) -> Parsed:
     body: MessagesRequest = _load(raw, MessagesRequest)
     if body.model not in models:
-        raise APIError(404, f"model: {shorten(body.model, 128)}", kind="not_found")
+        raise APIError(404, f"model: {shorten(body.model, 128)}", kind=Kind.NOT_FOUND)
     if body.max_tokens > MAX_OUTPUT_TOKENS:
         raise invalid(
             f"max_tokens: {body.max_tokens} > {MAX_OUTPUT_TOKENS}, which is the maximum allowed number of "
@@ -526,6 +525,7 @@ def _parse(raw: bytes, models: frozenset[str]) -> Parsed:
         max_tokens=body.max_tokens,
         stop=tuple(s for s in body.stop_sequences or () if s),
         stream=bool(body.stream),
+        auto_prompt_cache=False,  # Anthropic caches only what cache_control marks (PromptCache below)
     )
     if body.tools or body.tool_choice is not None:
         neutral.tools, neutral.tool_choice, neutral.parallel_tool_calls = _tools(body)
@@ -608,6 +608,13 @@ def thinking_for(budget: int | None, model: str, prompt: str) -> Thinking | None
     return Thinking(pieces, base64.b64encode(random.randbytes(96)).decode())
 
 
+def _output_tokens(generation: Generation, thinking: Thinking | None) -> int:
+    """The answer's tokens and the thinking block's; an override's number (x-llmsim-usage) as is."""
+    if generation.exact or thinking is None:
+        return generation.completion_tokens
+    return generation.completion_tokens + len(thinking.pieces)
+
+
 def _usage(input_tokens: int, output_tokens: int, read: int, created: int) -> dict[str, Any]:
     return {
         "input_tokens": max(0, input_tokens - read - created),
@@ -643,7 +650,7 @@ def render(
             }
         )
     reason, sequence = stop_reason(choice)
-    output = generation.completion_tokens + (len(thinking.pieces) if thinking else 0)
+    output = _output_tokens(generation, thinking)
     return orjson.dumps(
         {
             "id": _id("msg_01", 22),
@@ -674,7 +681,7 @@ def render_stream(
     them): message_start, then per content block its start, deltas and stop (a ping after the
     first block starts), message_delta with the stop reason and output tokens, message_stop."""
     choice = generation.choices[0]
-    output = generation.completion_tokens + (len(thinking.pieces) if thinking else 0)
+    output = _output_tokens(generation, thinking)
     start = {
         "id": _id("msg_01", 22),
         "type": "message",
@@ -768,7 +775,6 @@ ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-_CONTEXT = re.compile(r"context length is (\d+) tokens\. However, your messages resulted in (\d+) tokens")
 
 
 def _reset(seconds: float, now: float) -> bytes:
@@ -799,35 +805,41 @@ def ratelimit_headers(state: LimitState) -> Headers:
     return headers
 
 
-def _wording(error: APIError, status: int) -> str:
-    kind = error.kind
-    if status == 401:
-        return (
-            "x-api-key header is required" if error.code is None and kind != "auth" else "invalid x-api-key"
-        )
-    if kind in ("rate_limited", "rate_limit"):
-        limit = error.limit
-        if error.type == "tokens" and limit is not None and limit.limit_tokens is not None:
-            what = f"{limit.limit_tokens} input tokens per minute"
+def _wording(error: APIError) -> str:
+    kind, data = error.kind, error.data
+    if kind is Kind.AUTH:
+        return "invalid x-api-key" if "key" in data else "x-api-key header is required"
+    if kind is Kind.RATE_LIMITED:
+        if data.get("bucket") == "tokens":
+            what = f"{data.get('cap')} input tokens per minute"
         else:
-            count = limit.limit_requests if limit is not None and limit.limit_requests is not None else 3
-            what = f"{count} requests per minute"
+            what = f"{data.get('cap')} requests per minute"
         return (
             f"This request would exceed the rate limit for your organization of {what}. For details, refer "
             "to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current "
             "usage. Please reduce the prompt length or the maximum tokens requested, or try again later."
         )
-    if kind == "overloaded":
-        return "Overloaded"
-    if kind == "server_error":
-        return "Internal server error"
-    if kind == "context_length":
-        found = _CONTEXT.search(error.message)
-        if found:
-            return f"prompt is too long: {found.group(2)} tokens > {found.group(1)} maximum"
-    if error.code == "request_too_large":
-        return "Request exceeds the maximum allowed number of bytes."
-    return error.message
+    if kind is Kind.CONTEXT_LENGTH:
+        window = data["window"]
+        return f"prompt is too long: {max(data.get('tokens', 0), window + 1)} tokens > {window} maximum"
+    if kind is Kind.NOT_FOUND and "model" in data:
+        return f"model: {shorten(data['model'], 128)}"
+    if error.message:
+        return error.message
+    return _WORDS.get(kind, "Internal server error" if error.status >= 500 else "Invalid request")
+
+
+_WORDS = {
+    Kind.OVERLOADED: "Overloaded",
+    Kind.QUEUE_FULL: "Overloaded",
+    Kind.SERVER_ERROR: "Internal server error",
+    Kind.INTERNAL: "Internal server error",
+    Kind.BAD_GATEWAY: "Bad gateway",
+    Kind.TIMEOUT: "Request timed out",
+    Kind.SHUTTING_DOWN: "The server is shutting down",
+    Kind.TOO_LARGE: "Request exceeds the maximum allowed number of bytes.",
+    Kind.INVALID: "There was an error parsing the body of your request.",
+}
 
 
 class AnthropicWire:
@@ -843,29 +855,21 @@ class AnthropicWire:
     @staticmethod
     def render_error(error: APIError, request_id: bytes) -> tuple[int, bytes, Headers]:
         status = error.status
-        if error.kind == "overloaded" and status == 503:
+        if error.kind is Kind.OVERLOADED and status == 503:
             status = 529  # Anthropic's overloaded status
         kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
         payload = {
             "type": "error",
-            "error": {"type": kind, "message": _wording(error, status)},
+            "error": {"type": kind, "message": _wording(error)},
             "request_id": request_id.decode("latin-1") or None,
         }
         body = orjson.dumps(payload)
         headers: Headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]
-        limit = error.limit
-        for name, value in error.headers.items():
-            if name == "retry-after":
-                headers.append((b"retry-after", value.encode()))
-            elif name.startswith(("x-ratelimit-", "retry-after-ms")):
-                continue  # OpenAI's; Anthropic's come from the limiter state below
-            else:
-                headers.append((name.encode(), value.encode()))
-        if limit is None and error.kind == "rate_limit":  # the fault: a made-up exhausted RPM bucket
-            wait = float(error.headers.get("retry-after", "1"))
-            limit = LimitState(int(error.headers.get("x-ratelimit-limit-requests", "3")), 0, wait)
-        if limit is not None:
-            headers += ratelimit_headers(limit)
+        if error.limit is not None:
+            headers += ratelimit_headers(error.limit)
+        if error.retry_after and error.retry_after > 0:
+            headers.append((b"retry-after", b"%d" % max(1, math.ceil(error.retry_after))))
+        headers += [(name.encode(), value.encode()) for name, value in error.headers.items()]
         return status, body, headers
 
     @staticmethod
@@ -910,9 +914,11 @@ class MessagesSurface:
     def reply(self, parsed: Parsed, generation: Generation, turn: Turn, instance: str) -> Reply:
         body = parsed.body
         thinking = thinking_for(parsed.thinking_budget, body.model, parsed.neutral.last_user_text)
-        if thinking is not None:
+        if thinking is not None and not generation.exact:
             turn.completion_tokens += len(thinking.pieces)
         cache = self.cache.use(parsed.breakpoints)
+        if generation.exact:  # an override's usage: its cached tokens are what was read
+            cache = (generation.cached_tokens, 0)
         if body.stream:
             return Reply(
                 events=render_stream(generation, body.model, instance, thinking, cache), headers=SSE_HEADERS
@@ -946,7 +952,7 @@ class CountTokens:
     def count(self, raw: bytes) -> int:
         body: CountTokensRequest = _load(raw, CountTokensRequest)
         if body.model not in self.engine.models:
-            raise APIError(404, f"model: {shorten(body.model, 128)}", kind="not_found")
+            raise APIError(404, f"model: {shorten(body.model, 128)}", kind=Kind.NOT_FOUND)
         _check_messages(body.messages)
         _tools(body)
         return count_prompt(tokens.for_model(body.model), _prompt(body))
@@ -1021,5 +1027,5 @@ def model_list(models: Sequence[str]) -> dict[str, Any]:
 
 def model(model_id: str, models: Sequence[str]) -> dict[str, Any]:
     if model_id not in models:
-        raise APIError(404, f"model: {shorten(model_id, 128)}", kind="not_found")
+        raise APIError(404, f"model: {shorten(model_id, 128)}", kind=Kind.NOT_FOUND)
     return _model(model_id)

@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 from starlette.types import Receive
 
 from llmsim.errors import APIError
-from llmsim.faults import MALFORMED_EVENT
+from llmsim.surfaces.openai_wire import JSON, OPENAI, Headers
 
 if TYPE_CHECKING:
     from llmsim.limits import LimitState
 
-Headers = list[tuple[bytes, bytes]]
-JSON = b"application/json"
+__all__ = ["JSON", "OPENAI", "Headers", "Wire", "read_body", "wire_of"]
 
 
 class Wire(Protocol):
@@ -32,32 +31,14 @@ class Wire(Protocol):
     cut_event: bytes | None
 
     def render_error(self, error: APIError, request_id: bytes) -> tuple[int, bytes, Headers]:
-        """Status, body and headers (content-type and length included) of an error response."""
+        """Status, body and headers (content-type and length included) of an error response: the
+        provider's status for the error's kind, its envelope and words, its rate-limit and retry
+        headers (from ``error.limit`` and ``error.retry_after``)."""
         ...
 
     def limit_headers(self, state: LimitState) -> Headers:
         """The rate-limit headers of a request that passed the limiter."""
         ...
-
-
-class OpenAIWire:
-    request_id_header = None
-    malformed_event = MALFORMED_EVENT
-    cut_event = None
-
-    @staticmethod
-    def render_error(error: APIError, request_id: bytes) -> tuple[int, bytes, Headers]:
-        body = error.body()
-        headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]
-        headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
-        return error.status, body, headers
-
-    @staticmethod
-    def limit_headers(state: LimitState) -> Headers:
-        return state.headers()
-
-
-OPENAI: Wire = OpenAIWire()
 
 
 def wire_of(scope: dict) -> Wire:

@@ -9,13 +9,14 @@ once. A new surface is one module with a Surface and its routes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
-from llmsim.engine import Engine, Turn
+from llmsim import tokens
+from llmsim.engine import HEAVY_CHARS, Engine, Turn
 from llmsim.generation import Generation, GenerationRequest
 from llmsim.journal import trace_in_body
 from llmsim.surfaces.base import JSON, Headers, Wire, read_body
@@ -66,10 +67,7 @@ class Generate:
             scope["llmsim.surface"] = handler.wire
         turn = engine.admit(scope)
         handler.check(scope)
-        raw = await read_body(receive)
-        entry = scope.get("llmsim.entry")
-        if entry is not None and entry.trace is None:
-            entry.trace = trace_in_body(raw)
+        raw = await read_request(scope, receive)
         if len(raw) > PARSE_IN_THREAD_BYTES:
             request, neutral = await in_thread(handler.parse, raw, engine.models)
         else:
@@ -83,3 +81,37 @@ class Generate:
                 await engine.respond(turn, send, reply.payload, reply.content_type)
         finally:
             engine.end(turn)
+
+
+async def read_request(scope: Scope, receive: Receive) -> bytes:
+    """The whole body, and the trace token in it for the journal's entry."""
+    raw = await read_body(receive)
+    entry = scope.get("llmsim.entry")
+    if entry is not None and entry.trace is None:
+        entry.trace = trace_in_body(raw)
+    return raw
+
+
+class CountingEndpoint:
+    """Base of a surface's own ASGI endpoint whose parse counts tokens (embeddings, completions):
+    the engine, the surface (its ``wire`` for the Pipeline), and ``model_from``, which names the
+    model from the scope (an Azure deployment path) instead of the body. ``vocabulary`` is a model
+    whose encoding the surface's models share: until it is loaded, parsing runs off the loop."""
+
+    vocabulary = "gpt-4o"
+
+    def __init__(self, engine: Engine, surface: Any, model_from: Callable[[Scope], str | None] | None = None):
+        self.engine = engine
+        self.handler = surface
+        self.surface = surface.wire  # the Pipeline renders errors on this route with it
+        self.model_from = model_from
+
+    async def parsed(self, scope: Scope, receive: Receive) -> Any:
+        """The surface's parsed request; counting a large body, or the vocabulary's first load, runs
+        in a worker thread (tiktoken releases the GIL)."""
+        raw = await read_request(scope, receive)
+        model = self.model_from(scope) if self.model_from is not None else None
+        models = self.engine.models
+        if len(raw) > HEAVY_CHARS or not tokens.for_model(model or self.vocabulary).ready:
+            return await in_thread(self.handler.parse, raw, models, model)
+        return self.handler.parse(raw, models, model)

@@ -233,7 +233,8 @@ class ChatCompletionRequest(_Model):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     service_tier: str | None = None
-    reasoning_effort: str | None = None
+    # OpenAI's values; a model that does not reason ignores it (llmsim.generation.REASONING_EFFORTS).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     modalities: list[str] | None = None
 
 
@@ -295,6 +296,7 @@ def _parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, G
         stop=stop,
         seed=body.seed,
         stream=bool(body.stream),
+        reasoning_effort=body.reasoning_effort,
     )
     if body.tools or body.tool_choice is not None:
         neutral.tools, neutral.tool_choice = _tools(body)
@@ -376,13 +378,15 @@ def completion_id() -> str:
 
 
 def _usage(generation: Generation) -> dict[str, Any]:
+    """Usage as the Generation reports it: cached prompt tokens and reasoning tokens (part of
+    completion_tokens) in the details, as OpenAI bills them."""
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
         "total_tokens": generation.prompt_tokens + generation.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": generation.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": generation.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,

@@ -10,13 +10,27 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from llmsim.surfaces import anthropic_messages, openai_chat
+from llmsim.surfaces import (
+    anthropic_messages,
+    azure_openai,
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_responses,
+)
 
 if TYPE_CHECKING:
     from llmsim.engine import Engine
     from llmsim.surfaces.routes import RawRoute
 
-SURFACES: tuple[ModuleType, ...] = (openai_chat, anthropic_messages)
+SURFACES: tuple[ModuleType, ...] = (
+    openai_chat,
+    anthropic_messages,
+    openai_embeddings,
+    openai_completions,
+    openai_responses,
+    azure_openai,
+)
 
 
 def routes(engine: Engine) -> list[RawRoute]:

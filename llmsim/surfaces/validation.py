@@ -39,7 +39,8 @@ _BOUNDS = {
 }
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """A JSON value's type as OpenAI names it in its errors ('an integer', 'null' ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -146,7 +147,7 @@ def to_api_error(exc: ValidationError, raw: bytes) -> APIError:
         wanted = expected[0] if len(expected) == 1 else "one of " + " or ".join(expected)
         return APIError(
             400,
-            f"Invalid type for {where}: expected {wanted}, but got {_type_name(value)} instead.",
+            f"Invalid type for {where}: expected {wanted}, but got {type_name(value)} instead.",
             param,
             "invalid_type",
         )

@@ -1,0 +1,323 @@
+"""OpenAI ``/v1/embeddings``: deterministic unit vectors, billed as OpenAI bills them.
+
+No tokens are generated, so the route is not :class:`~llmsim.surfaces.endpoint.Generate`: its
+endpoint (:class:`Embed`) goes through the Engine's admission stage alone (auth, faults, rate
+limits, the queue, and a prefill-only latency plan that grows with the input tokens), then sends
+the whole body. The wire format is :class:`EmbeddingsSurface` (module instance
+:data:`EMBEDDINGS`), which another path (Azure's deployments) can reuse with the model taken from
+its URL.
+
+A vector is a pure function of (model, text): numpy's Generator seeded from a blake2b digest of
+both, normalised to unit length, so every instance of every run gives the same vector for the
+same text. A shortened ``dimensions`` vector is the full vector's head, renormalised, as
+OpenAI's text-embedding-3 vectors are. A token-array input is the text its tokens decode to.
+
+The instance ID is in the ``x-llmsim-instance`` header and in a top-level ``llmsim_instance``
+field of the body (OpenAI's embedding object has no free field; its schema allows extra keys).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from starlette.types import Receive, Scope, Send
+
+from llmsim import tokens
+from llmsim.engine import Engine
+from llmsim.errors import APIError, model_not_found
+from llmsim.surfaces.base import JSON
+from llmsim.surfaces.endpoint import CountingEndpoint
+from llmsim.surfaces.routes import JSON_ONLY, RawRoute, post
+from llmsim.surfaces.validation import check_complexity, to_api_error, type_name
+from llmsim.workers import in_thread
+
+# OpenAI's limits (the API reference of ``input``).
+MAX_INPUTS = 2048
+MAX_INPUT_TOKENS = 8192
+MAX_REQUEST_TOKENS = 300_000
+# A token is at most this many characters of text (cl100k's longest is 128 bytes): a longer
+# string is over MAX_INPUT_TOKENS without being tokenized.
+MAX_TOKEN_CHARS = 128
+
+# Native sizes; other configured models named text-embedding-* get DEFAULT_DIMENSIONS.
+DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+DEFAULT_DIMENSIONS = 1536
+VOCABULARY_OF = "text-embedding-3-small"  # all three count with cl100k_base
+# Models that are not embedding models, whatever else is configured (OpenAI refuses them here).
+_NOT_EMBEDDING = ("gpt-", "chatgpt-", "o1", "o3", "o4", "davinci-", "babbage-", "claude")
+
+# Rendering more floats than this (inputs × dimensions) runs in a worker thread.
+RENDER_IN_THREAD_FLOATS = 256 * 1024
+
+INVALID_INPUT = (
+    "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+)
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+
+_INPUT_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": {"type": "string", "minLength": 1}},
+        {"type": "array", "minItems": 1, "maxItems": MAX_INPUTS, "items": {"type": "integer"}},
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_INPUTS,
+            "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+        },
+    ],
+    "description": "A string, an array of strings, an array of token IDs or an array of such arrays: at "
+    f"most {MAX_INPUTS} inputs of at most {MAX_INPUT_TOKENS} tokens each, {MAX_REQUEST_TOKENS} in all.",
+}
+
+
+class EmbeddingRequest(BaseModel):
+    # strict: OpenAI rejects "2" for an integer; unknown fields are ignored.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    # Checked by hand (_inputs): a union's errors would name the wrong alternative.
+    input: Annotated[Any, WithJsonSchema(_INPUT_SCHEMA)]
+    model: str | None = None  # required, with OpenAI's own message (a path may name the model)
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingJob:
+    """A parsed request: the texts to embed and what they are billed."""
+
+    model: str
+    texts: list[str]
+    prompt_tokens: int
+    dimensions: int
+    base64: bool
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _inputs(value: Any) -> list[str | list[int]]:
+    """``input`` as a list of strings and token arrays, in OpenAI's shapes; raises its errors."""
+    if isinstance(value, str):
+        items: list[Any] = [value]
+    elif isinstance(value, list):
+        if not value:
+            raise APIError(
+                400,
+                "Invalid 'input': empty array. Expected an array with minimum length 1, but got an empty "
+                "array instead.",
+                "input",
+                "empty_array",
+            )
+        if len(value) > MAX_INPUTS:
+            raise APIError(
+                400,
+                f"Invalid 'input': array too long. Expected an array with maximum length {MAX_INPUTS}, but "
+                f"got an array with length {len(value)} instead.",
+                "input",
+                "array_above_max_length",
+            )
+        items = [value] if all(map(_is_token, value)) else value  # one token array
+    else:
+        raise APIError(
+            400,
+            "Invalid type for 'input': expected one of a string, an array of strings, an array of "
+            f"integers, or an array of arrays of integers, but got {type_name(value)} instead.",
+            "input",
+            "invalid_type",
+        )
+    kinds = {type(item) for item in items}
+    if kinds == {str}:
+        if not all(items):
+            raise APIError(400, INVALID_INPUT)  # OpenAI's words (and null param) for an empty string
+        return items
+    if kinds == {list} and all(item and all(map(_is_token, item)) for item in items):
+        return items
+    raise APIError(400, INVALID_INPUT)
+
+
+def _too_long() -> APIError:
+    return APIError(400, f"Invalid 'input': maximum context length is {MAX_INPUT_TOKENS} tokens.")
+
+
+def _text_and_count(item: str | list[int], tokenizer: tokens.Tokenizer) -> tuple[str, int]:
+    if isinstance(item, str):
+        if len(item) > MAX_INPUT_TOKENS * MAX_TOKEN_CHARS:
+            raise _too_long()  # certainly too long: not worth tokenizing
+        return item, tokenizer.count(item)
+    if len(item) > MAX_INPUT_TOKENS:
+        raise _too_long()
+    encoding = getattr(tokenizer, "encoding", None)
+    if encoding is None:  # a model without a known vocabulary: the IDs stand for themselves
+        return " ".join(map(str, item)), len(item)
+    try:
+        return encoding.decode_bytes(item).decode("utf-8", errors="replace"), len(item)
+    except (KeyError, ValueError, OverflowError, TypeError):  # an ID outside the vocabulary
+        raise APIError(400, INVALID_INPUT) from None
+
+
+def is_embedding_model(model: str) -> bool:
+    return model in DIMENSIONS or not model.startswith(_NOT_EMBEDDING)
+
+
+@lru_cache(maxsize=512)
+def vector(model: str, text: str) -> np.ndarray:
+    """The model's full-size unit vector for ``text`` (float64, read-only, cached)."""
+    digest = hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=16).digest()
+    rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
+    values = rng.standard_normal(DIMENSIONS.get(model, DEFAULT_DIMENSIONS))
+    values /= np.linalg.norm(values)
+    values.flags.writeable = False
+    return values
+
+
+def embedding(model: str, text: str, dimensions: int) -> np.ndarray:
+    """The vector as OpenAI sends it: float32, shortened and renormalised to ``dimensions``."""
+    values = vector(model, text)
+    if dimensions < len(values):
+        values = values[:dimensions] / np.linalg.norm(values[:dimensions])
+    return values.astype(np.float32)
+
+
+class EmbeddingsSurface:
+    """OpenAI's embeddings wire format: parse a body into an :class:`EmbeddingJob`, render one."""
+
+    wire = None  # OpenAI's envelope and headers
+
+    def parse(self, raw: bytes, models: frozenset[str], model: str | None = None) -> EmbeddingJob:
+        """``model`` (a deployment in a path) replaces the body's."""
+        check_complexity(raw)
+        try:
+            body = EmbeddingRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise to_api_error(exc, raw) from None
+        model = model or body.model
+        if model is None:
+            raise APIError(400, "you must provide a model parameter")
+        if model not in models:
+            raise model_not_found(model)
+        if not is_embedding_model(model):
+            raise APIError(400, "You are not allowed to generate embeddings from this model")
+        native = DIMENSIONS.get(model, DEFAULT_DIMENSIONS)
+        if body.dimensions is not None:
+            if not model.startswith("text-embedding-3"):
+                raise APIError(400, "This model does not support specifying dimensions.")
+            if body.dimensions > native:
+                raise APIError(
+                    400,
+                    f"Invalid 'dimensions': integer above maximum value. Expected a value <= {native}, "
+                    f"but got {body.dimensions} instead.",
+                    "dimensions",
+                    "integer_above_max_value",
+                )
+        tokenizer = tokens.for_model(model)
+        texts = []
+        total = 0
+        for item in _inputs(body.input):
+            text, count = _text_and_count(item, tokenizer)
+            if count > MAX_INPUT_TOKENS:
+                raise _too_long()
+            texts.append(text)
+            total += count
+        if total > MAX_REQUEST_TOKENS:
+            raise APIError(
+                400,
+                f"Requested {total} tokens, max {MAX_REQUEST_TOKENS} tokens per request",
+                code="max_tokens_per_request",
+                type="max_tokens_per_request",
+            )
+        return EmbeddingJob(model, texts, total, body.dimensions or native, body.encoding_format == "base64")
+
+    def render(self, job: EmbeddingJob, instance: str) -> bytes:
+        data = []
+        for index, text in enumerate(job.texts):
+            values = embedding(job.model, text, job.dimensions)
+            encoded: Any = base64.b64encode(values.astype("<f4").tobytes()).decode() if job.base64 else values
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        usage = {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens}
+        body = {
+            "object": "list",
+            "data": data,
+            "model": job.model,
+            "usage": usage,
+            "llmsim_instance": instance,
+        }
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+EMBEDDINGS = EmbeddingsSurface()
+
+
+class Embed(CountingEndpoint):
+    """The embeddings route as a plain ASGI endpoint: the Engine's admission stage (auth, faults,
+    limits, the queue, a prefill-only latency plan) without generation, then the whole body.
+
+    ``model_from`` names the model from the request's scope (a path parameter) instead of the body.
+    """
+
+    vocabulary = VOCABULARY_OF
+
+    def __init__(
+        self,
+        engine: Engine,
+        surface: EmbeddingsSurface = EMBEDDINGS,
+        model_from: Callable[[Scope], str | None] | None = None,
+    ) -> None:
+        super().__init__(engine, surface, model_from)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine, handler = self.engine, self.handler
+        turn = engine.admit(scope)
+        job = await self.parsed(scope, receive)
+        try:
+            total = job.prompt_tokens
+            await engine.admission(scope, receive, turn, job.model, total, total, 0)
+            if len(job.texts) * job.dimensions > RENDER_IN_THREAD_FLOATS:
+                assert turn.presence is not None  # admission made it
+                payload = await turn.presence.wait(in_thread(handler.render, job, engine.instance_id))
+            else:
+                payload = handler.render(job, engine.instance_id)
+            await engine.respond(turn, send, payload, JSON)
+        finally:
+            engine.end(turn)
+
+
+def routes(engine: Engine) -> list[RawRoute]:
+    return [
+        post(
+            "/v1/embeddings",
+            Embed(engine),
+            EmbeddingRequest,
+            tag="OpenAI",
+            summary="Create embeddings",
+            operation_id="create_embedding",
+            description="OpenAI's embeddings: deterministic unit vectors (the same text and model give the "
+            "same vector on every instance), `dimensions` (text-embedding-3 models), `encoding_format` "
+            "float or base64; usage counted with the model's tokenizer. Timing, faults and limits follow "
+            "the instance's settings, with a prefill-only latency plan; the instance ID is also in the "
+            "body's `llmsim_instance`.",
+            answer="A `list` of `embedding` objects with `usage`.",
+            statuses=(400, 401, 404, 413, 429, 500, 503, 504),
+            content=JSON_ONLY,
+        )
+    ]
