@@ -9,7 +9,10 @@ Realistic mix: a seeded corpus of varied chat bodies (corpus.py; chat_mix.lua cy
 bare ASGI floor answering each the shape it asks for vs the lorem-47 server; prompt tokens a second.
 Anthropic Messages (issue 13): the same echo and lorem servers asked through POST /v1/messages with the
 same request (messages.lua, messages_unique.lua, messages_stream.lua: 47 tokens, 53 named events), each
-row held to the floor of its OpenAI twin; an "Anthropic / OpenAI" table compares the twins (>= 0.9).
+row held to the floor of its OpenAI twin; the "other surfaces / OpenAI chat" table compares the twins
+(PEER_TARGETS: Anthropic >= 0.9). Issue 14 adds Responses (responses.lua, responses_stream.lua: 55
+named events), embeddings (embeddings.lua, 8 inputs) and legacy completions (completions.lua) the same
+way (Responses and embeddings >= 0.85; completions shown without a target).
 
 Servers are pinned to the first CPU, wrk to the second. Knobs (environment): BENCH_DURATION
 (seconds a run, 8), BENCH_REPEATS (runs a case, best kept, 2), BENCH_CONNECTIONS (64),
