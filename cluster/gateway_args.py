@@ -43,14 +43,14 @@ def run(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "url",
-        help="gateway or instance URL; /v1/chat/completions (/v1/messages with --api anthropic) is "
+        help="gateway or instance URL; the API's path (/v1/chat/completions, /v1/messages, /v1/responses) is "
         "appended when it has no path",
     )
     p.add_argument(
         "--api",
         choices=sorted(APIS),
         default=OPENAI.name,
-        help="the API to speak: openai chat completions (default) or anthropic messages",
+        help="the API to speak: openai chat completions (default), anthropic messages or openai responses",
     )
     p.add_argument(
         "--model",
