@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import FrameType
 from typing import Any
 
@@ -62,4 +63,9 @@ class _Server(uvicorn.Server):
 def run(app: Any, *, read_timeout: float, shutdown_timeout: float, **options: Any) -> None:
     protocol = type("Protocol", (_Protocol,), {"read_timeout": read_timeout})
     config = uvicorn.Config(app, http=protocol, timeout_graceful_shutdown=shutdown_timeout, **options)
+    # Everything built so far (modules, FastAPI's routes, pydantic's validators) lives as long as
+    # the process: frozen, the collector's full passes no longer walk it, and those passes come
+    # more often as the instance keeps state (the journal, stored responses, caches).
+    gc.collect()
+    gc.freeze()
     _Server(config).run()
