@@ -11,7 +11,7 @@ Anthropic Messages (issue 13): the same echo and lorem servers asked through POS
 same request (messages.lua, messages_unique.lua, messages_stream.lua: 47 tokens, 53 named events), each
 row held to the floor of its OpenAI twin; the "other surfaces / OpenAI chat" table compares the twins
 (PEER_TARGETS: Anthropic >= 0.9). Issue 14 adds Responses (responses.lua, responses_stream.lua: 55
-named events), embeddings (embeddings.lua, 8 inputs) and legacy completions (completions.lua) the same
+named events), embeddings (embeddings.lua, one input of 1,536 floats) and legacy completions (completions.lua) the same
 way (Responses and embeddings >= 0.85; completions shown without a target).
 
 Servers are pinned to the first CPU, wrk to the second. Knobs (environment): BENCH_DURATION
@@ -155,7 +155,7 @@ def cases() -> list[Case]:
             ),
             *twin(
                 "non-streaming",
-                "llmsim embeddings, 8 inputs",
+                "llmsim embeddings, 1 input",
                 echo,
                 "embeddings.lua",
                 "llmsim echo",

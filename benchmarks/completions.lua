@@ -1,5 +1,5 @@
 -- wrk script: POST a realistic, non-streaming legacy completion request (gpt-3.5-turbo-instruct).
--- Not wired into bench_core.py; run it by hand against `llmsim serve`, e.g.
+-- Used by bench_core.py; by hand against `llmsim serve`, e.g.
 --   wrk -t2 -c32 -d10s -s benchmarks/completions.lua http://127.0.0.1:8000
 wrk.method = "POST"
 wrk.path = "/v1/completions"

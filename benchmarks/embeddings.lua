@@ -1,11 +1,10 @@
--- wrk script: POST a realistic embeddings request (a batch of 8 passages, as a RAG indexer sends).
--- Not wired into bench_core.py; run it by hand against `llmsim serve`, e.g.
---   wrk -t2 -c32 -d10s -s benchmarks/embeddings.lua http://127.0.0.1:8000
+-- wrk script: POST one embeddings request (a single passage, 1,536 floats back), the row
+-- bench_core.py holds to its chat twin.
 wrk.method = "POST"
 wrk.path = "/v1/embeddings"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench-0000000000000000000000000000"
-wrk.body = [[{"model": "text-embedding-3-small", "input": ["Lisbon is the capital and largest city of Portugal, on the Atlantic coast where the Tagus meets the sea.", "The city's trams climb the steep streets of Alfama, one of the oldest districts, past tiled facades and small squares.", "Belem holds the Jeronimos Monastery and the tower that guarded the river mouth in the age of discovery.", "A day trip to Sintra reaches palaces in the hills, an hour away by suburban train from Rossio station.", "The Viva Viagem card pays for metro, trams, buses and the ferries across the river.", "Pasteis de nata are custard tarts, best eaten warm with cinnamon on top.", "Spring brings mild days, fewer visitors and the first outdoor terraces of the season.", "The Gulbenkian museum holds a collection that runs from ancient Egypt to the twentieth century."], "encoding_format": "float"}]]
+wrk.body = [[{"model": "text-embedding-3-small", "input": "Lisbon is the capital and largest city of Portugal, on the Atlantic coast where the Tagus meets the sea. Its trams climb the steep streets of Alfama past tiled facades and small squares.", "encoding_format": "float"}]]
 
 -- One machine-readable line, as bench_core.py reads it (durations in microseconds).
 function done(summary, latency, requests)
