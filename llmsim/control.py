@@ -200,7 +200,8 @@ class Control:
         self._guard(request)
         self.stats.reset()
         self.engine.limits.reset()
-        self.engine.prompt_cache.clear()
+        for memory in self.engine.memories:  # prompt caches, stored responses
+            memory.clear()
         if self.journal is not None:
             self.journal.clear()
         return _json({"reset": True})

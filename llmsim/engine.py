@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from itertools import groupby
 from operator import itemgetter
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -75,6 +76,9 @@ class Engine:
         )
         # OpenAI's automatic prompt cache of this instance (kept across configuration changes).
         self.prompt_cache = PromptCache()
+        # What this instance remembers between requests (caches, stores: each has ``clear()``),
+        # forgotten by /llmsim/reset; a surface adds its own (llmsim.surfaces.registry).
+        self.memories: list[Any] = [self.prompt_cache]
         self.faults = FaultPolicy(
             seed=settings.fault_seed,
             after=settings.fault_after,

@@ -326,3 +326,32 @@ def test_script_rule_usage(client: openai.OpenAI, claude: anthropic.Anthropic) -
         model="gpt-4o", messages=asked, extra_headers={USAGE_HEADER: "prompt=99"}
     ).usage
     assert usage.prompt_tokens == 99 and usage.completion_tokens_details.reasoning_tokens == 0
+
+
+def test_reset_forgets_prompt_caches_and_stored_responses(
+    server: Server, claude: anthropic.Anthropic
+) -> None:
+    """/llmsim/reset forgets what the instance remembers between requests: OpenAI's prompt cache,
+    Anthropic's cache_control cache and the stored Responses (the engine's ``memories``)."""
+    body = {"model": "gpt-4o", "messages": _long_prompt()}
+    _chat(server, body)
+    assert _chat(server, body)["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    system = [
+        {"type": "text", "text": f"{uuid.uuid4().hex} stable. " * 60, "cache_control": {"type": "ephemeral"}}
+    ]
+    hello = [{"role": "user", "content": "Hello"}]
+    claude.messages.create(model="claude-sonnet-4-5", max_tokens=8, system=system, messages=hello)
+    read = claude.messages.create(model="claude-sonnet-4-5", max_tokens=8, system=system, messages=hello)
+    assert read.usage.cache_read_input_tokens > 0
+    stored = httpx.post(
+        f"{server.url}/v1/responses", json={"model": "gpt-4o", "input": "Remember me"}, timeout=10
+    )
+    response_url = f"{server.url}/v1/responses/{stored.json()['id']}"
+    assert httpx.get(response_url, timeout=5).status_code == 200
+
+    assert httpx.post(f"{server.url}/llmsim/reset", timeout=5).status_code == 200
+
+    assert _chat(server, body)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    again = claude.messages.create(model="claude-sonnet-4-5", max_tokens=8, system=system, messages=hello)
+    assert again.usage.cache_read_input_tokens == 0 and again.usage.cache_creation_input_tokens > 0
+    assert httpx.get(response_url, timeout=5).status_code == 404

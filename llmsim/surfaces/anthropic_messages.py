@@ -960,6 +960,8 @@ class CountTokens:
 
 def routes(engine: Engine) -> list[RawRoute]:
     """The surface's routes; one prompt cache per instance (per engine)."""
+    cache = PromptCache()
+    engine.memories.append(cache)
     described = {
         "tag": "Anthropic",
         "description": "Anthropic's Messages API; needs the `anthropic-version` header. Errors come in "
@@ -970,7 +972,7 @@ def routes(engine: Engine) -> list[RawRoute]:
     return [
         post(
             "/v1/messages",
-            Generate(engine, MessagesSurface(PromptCache())),
+            Generate(engine, MessagesSurface(cache)),
             MessagesRequest,
             summary="Create a message",
             operation_id="create_message",

@@ -1341,6 +1341,7 @@ def _read_route(
 def routes(engine: Engine) -> list[RawRoute]:
     """The surface's routes; one store per instance (per engine)."""
     store = Store()
+    engine.memories.append(store)
     by_id = "/v1/responses/{response_id}"
     return [
         post(
