@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -74,6 +74,7 @@ MIN_OUTPUT_TOKENS = 16  # OpenAI refuses a smaller max_output_tokens
 MAX_OUTPUT_TOKENS = 1_000_000
 STORE_RESPONSES = 10_000  # responses remembered per instance (LRU)
 STORE_CHARS = 64 * 1024 * 1024  # ...and the characters of text they may hold together
+DELTA_BATCH = 256  # delta events a stream builds at once
 CACHED_BODY_BYTES = 8 * 1024  # bodies this small have their validation remembered (the last 256)
 
 # --- request models --------------------------------------------------------------------------
@@ -914,33 +915,40 @@ class ResponseStream:
         self.sequence += 1
         return _event(name, payload)
 
-    def _deltas(self, name: str, fields: dict[str, Any]) -> Callable[[str], bytes]:
-        """A maker of one item's delta events: the fixed fields serialised once, then per token its
-        ``delta``, OpenAI's ``obfuscation`` (random characters that even out the events' sizes,
-        unless ``stream_options.include_obfuscation`` is false) and its sequence number."""
+    def _deltas(
+        self, name: str, fields: dict[str, Any], pieces: Sequence[str]
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """One item's delta events: the fixed fields serialised once, then per token its ``delta``,
+        OpenAI's ``obfuscation`` (random characters that even out the events' sizes, unless
+        ``stream_options.include_obfuscation`` is false) and its sequence number.
+
+        Built DELTA_BATCH at a time in one comprehension (a long answer is never all in memory), as
+        (the first's sequence number, the events); the caller moves ``sequence`` as it hands each
+        out, so a disconnect fault's ``response.failed`` takes the number of the first not sent."""
         head = _event(name, {"type": name, **fields})[:-3] + b',"delta":'
-        dumps, pad, obfuscate = orjson.dumps, _PAD, self.obfuscate
+        dumps, pad = orjson.dumps, _PAD
         span = len(pad) - 16
         offset = random.randrange(span)  # one draw a stream; each event steps through the pad
-
-        def delta(piece: str) -> bytes:
-            number = self.sequence
-            self.sequence = number + 1
-            if not obfuscate:
-                return b'%s%s,"sequence_number":%d}\n\n' % (head, dumps(piece), number)
-            length = 16 - len(piece)
-            if length <= 0:
-                length = 4
-            start = (offset + number * 61) % span
-            obfuscation = pad[start : start + length]
-            return b'%s%s,"obfuscation":"%s","sequence_number":%d}\n\n' % (
-                head,
-                dumps(piece),
-                obfuscation,
-                number,
-            )
-
-        return delta
+        for at in range(0, len(pieces), DELTA_BATCH):
+            first = self.sequence
+            batch = enumerate(pieces[at : at + DELTA_BATCH], first)
+            if self.obfuscate:
+                events = [
+                    b'%s%s,"obfuscation":"%s","sequence_number":%d}\n\n'
+                    % (
+                        head,
+                        dumps(piece),
+                        pad[
+                            (start := (offset + n * 61) % span) : start
+                            + (16 - len(piece) if len(piece) < 16 else 4)
+                        ],
+                        n,
+                    )
+                    for n, piece in batch
+                ]
+            else:
+                events = [b'%s%s,"sequence_number":%d}\n\n' % (head, dumps(piece), n) for n, piece in batch]
+            yield first, events
 
     def failed_event(self) -> bytes:
         """``response.failed``, numbered as the event it replaces (the first one not sent)."""
@@ -993,10 +1001,12 @@ class ResponseStream:
                     {"type": "response.content_part.added", **where, "part": _text_part("")},
                 ),
             )
-            deltas = self._deltas("response.output_text.delta", {**where, "logprobs": []})
-            for piece in choice.pieces:
-                yield position, deltas(piece)
-                position += 1
+            fields = {**where, "logprobs": []}
+            for first, events in self._deltas("response.output_text.delta", fields, choice.pieces):
+                for number, event in enumerate(events, first + 1):
+                    self.sequence = number
+                    yield position, event
+                    position += 1
             last = max(0, position - 1)
             text = choice.text
             yield (
@@ -1032,10 +1042,11 @@ class ResponseStream:
                 ),
             )
             where = {"item_id": item_id, "output_index": index}
-            deltas = self._deltas("response.function_call_arguments.delta", where)
-            for piece in call.pieces:
-                yield position, deltas(piece)
-                position += 1
+            for first, events in self._deltas("response.function_call_arguments.delta", where, call.pieces):
+                for number, event in enumerate(events, first + 1):
+                    self.sequence = number
+                    yield position, event
+                    position += 1
             last = max(0, position - 1)
             arguments = call.json
             yield (
