@@ -172,7 +172,7 @@ def test_full_queue_can_answer_503() -> None:
 
 
 def test_waiting_and_running_are_visible_while_busy() -> None:
-    args = ["--itl", "50", "--response-mode", "lorem", "--output-tokens", "40", "--max-concurrency", "1"]
+    args = ["--itl", "15", "--response-mode", "lorem", "--output-tokens", "40", "--max-concurrency", "1"]
     with run_server(args) as server:
 
         async def scenario():

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from llmsim.settings import Settings
 from tests.servers import Server, open_request, run_server
 
 TIMEOUT_S = 2  # --shutdown-timeout of these instances
@@ -47,10 +48,9 @@ def exits_within(process: subprocess.Popen, seconds: float) -> float:
     ("args", "env", "limit"),
     [
         (["--shutdown-timeout", str(TIMEOUT_S)], None, TIMEOUT_S),
-        ([], {"LLMSIM_SHUTDOWN_TIMEOUT": str(TIMEOUT_S)}, TIMEOUT_S),
         ([], None, DEFAULT_TIMEOUT_S),
     ],
-    ids=["flag", "environment", "default"],
+    ids=["flag", "default"],
 )
 def test_sigterm_exits_within_the_timeout_whatever_is_in_flight(
     args: list[str], env: dict[str, str] | None, limit: float
@@ -65,6 +65,15 @@ def test_sigterm_exits_within_the_timeout_whatever_is_in_flight(
         finally:
             waiting.close()
         assert took <= limit + MARGIN_S
+
+
+def test_the_environment_sets_the_same_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLMSIM_SHUTDOWN_TIMEOUT lands in the one Settings object the flag does (the SIGTERM path
+    above reads only that), so the environment needs no server of its own."""
+    monkeypatch.delenv("LLMSIM_SHUTDOWN_TIMEOUT", raising=False)
+    assert Settings().shutdown_timeout == DEFAULT_TIMEOUT_S
+    monkeypatch.setenv("LLMSIM_SHUTDOWN_TIMEOUT", str(TIMEOUT_S))
+    assert Settings().shutdown_timeout == TIMEOUT_S
 
 
 def test_a_stream_in_flight_at_sigterm_is_finished() -> None:
