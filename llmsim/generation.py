@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -198,12 +198,7 @@ def prompt_prefixes(
     found: list[tuple[int, int]] = []
     reached = CACHE_MIN_TOKENS - 1
     for message in messages:
-        total += tokens.TOKENS_PER_MESSAGE + count(message.role)
-        for text in message.texts:
-            total += count(text)
-        if message.name:
-            total += tokens.TOKENS_PER_NAME + count(message.name)
-        total += tokens.IMAGE_TOKENS * message.images
+        total += message_tokens(count, message)
         key = hash((key, message.role, message.name, message.images, message.texts))
         cached = (total - tokens.REPLY_PRIMING) // CACHE_STEP * CACHE_STEP
         if cached > reached:
@@ -337,18 +332,20 @@ class Generation:
         return max((choice.reasoning for choice in self.choices), default=0)
 
 
+def message_tokens(count: Callable[[str], int], message: PromptMessage) -> int:
+    """One message's prompt tokens as OpenAI bills a chat request (the cookbook's overhead)."""
+    total = tokens.TOKENS_PER_MESSAGE + count(message.role)
+    for text in message.texts:
+        total += count(text)
+    if message.name:
+        total += tokens.TOKENS_PER_NAME + count(message.name)
+    return total + tokens.IMAGE_TOKENS * message.images
+
+
 def count_prompt(tokenizer: tokens.Tokenizer, messages: Sequence[PromptMessage]) -> int:
-    """Prompt tokens as OpenAI bills a chat request (the cookbook's per-message overhead)."""
+    """Prompt tokens as OpenAI bills a chat request: its messages and the reply's priming."""
     count = tokenizer.count
-    total = tokens.REPLY_PRIMING
-    for message in messages:
-        total += tokens.TOKENS_PER_MESSAGE + count(message.role)
-        for text in message.texts:
-            total += count(text)
-        if message.name:
-            total += tokens.TOKENS_PER_NAME + count(message.name)
-        total += tokens.IMAGE_TOKENS * message.images
-    return total
+    return tokens.REPLY_PRIMING + sum(message_tokens(count, message) for message in messages)
 
 
 def _cut(

@@ -23,7 +23,6 @@ import base64
 import hashlib
 import math
 import random
-import string
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -51,7 +50,7 @@ from llmsim.generation import (
     count_prompt,
 )
 from llmsim.limits import LimitState
-from llmsim.surfaces.base import JSON, Headers, read_body
+from llmsim.surfaces.base import JSON, SSE_HEADERS, Headers, random_id, read_body
 from llmsim.surfaces.endpoint import PARSE_IN_THREAD_BYTES, Generate, Reply
 from llmsim.surfaces.routes import JSON_ONLY, RawRoute, post
 from llmsim.surfaces.validation import check_complexity
@@ -568,12 +567,9 @@ class PromptCache:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-_ALPHABET = string.ascii_letters + string.digits
-_ID_TABLE = bytes(ord(_ALPHABET[b % len(_ALPHABET)]) for b in range(256))
-
 
 def _id(prefix: str, length: int = 24) -> str:
-    return prefix + random.randbytes(length).translate(_ID_TABLE).decode()
+    return random_id(prefix, length)
 
 
 def tool_use_id(call: ToolCall) -> str:
@@ -754,12 +750,6 @@ def render_stream(
     )
     yield last, MESSAGE_STOP
 
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 # --- the wire: errors and rate-limit headers ------------------------------------------------------
 

@@ -9,6 +9,8 @@ runs is rendered right) and puts it in ``scope["llmsim.surface"]``, where a hand
 
 from __future__ import annotations
 
+import random
+import string
 from typing import TYPE_CHECKING, Protocol
 
 from starlette.types import Receive
@@ -19,7 +21,23 @@ from llmsim.surfaces.openai_wire import JSON, OPENAI, Headers
 if TYPE_CHECKING:
     from llmsim.limits import LimitState
 
-__all__ = ["JSON", "OPENAI", "Headers", "Wire", "read_body", "wire_of"]
+__all__ = ["JSON", "OPENAI", "SSE_HEADERS", "Headers", "Wire", "random_id", "read_body", "wire_of"]
+
+# Every event stream's headers, whichever provider's events it carries.
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tells nginx not to buffer the stream
+]
+
+_ALPHABET = string.ascii_letters + string.digits
+_ID_TABLE = bytes(ord(_ALPHABET[b % len(_ALPHABET)]) for b in range(256))
+
+
+def random_id(prefix: str, length: int) -> str:
+    """``prefix`` and ``length`` random letters and digits: one C call, not a Python loop (every
+    response mints a few). The prefix and the length are the provider's (``chatcmpl-`` + 29)."""
+    return prefix + random.randbytes(length).translate(_ID_TABLE).decode()
 
 
 class Wire(Protocol):

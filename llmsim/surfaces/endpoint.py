@@ -74,13 +74,17 @@ class Generate:
             request, neutral = handler.parse(raw, engine.models)
         try:
             generation = await engine.begin(scope, receive, turn, neutral)
-            reply = handler.reply(request, generation, turn, engine.instance_id)
-            if reply.events is not None:
-                await engine.stream(turn, send, reply.headers, reply.events)
-            else:
-                await engine.respond(turn, send, reply.payload, reply.content_type)
+            await answer(engine, turn, send, handler.reply(request, generation, turn, engine.instance_id))
         finally:
             engine.end(turn)
+
+
+async def answer(engine: Engine, turn: Turn, send: Send, reply: Reply) -> None:
+    """Send a surface's reply: events paced by the Engine, or the whole body."""
+    if reply.events is not None:
+        await engine.stream(turn, send, reply.headers, reply.events)
+    else:
+        await engine.respond(turn, send, reply.payload, reply.content_type)
 
 
 async def read_request(scope: Scope, receive: Receive) -> bytes:
@@ -99,11 +103,14 @@ class CountingEndpoint:
     whose encoding the surface's models share: until it is loaded, parsing runs off the loop."""
 
     vocabulary = "gpt-4o"
+    default: Any = None  # the surface when none is given (a subclass's own)
 
-    def __init__(self, engine: Engine, surface: Any, model_from: Callable[[Scope], str | None] | None = None):
+    def __init__(
+        self, engine: Engine, surface: Any = None, model_from: Callable[[Scope], str | None] | None = None
+    ) -> None:
         self.engine = engine
-        self.handler = surface
-        self.surface = surface.wire  # the Pipeline renders errors on this route with it
+        self.handler = surface if surface is not None else self.default
+        self.surface = self.handler.wire  # the Pipeline renders errors on this route with it
         self.model_from = model_from
 
     async def parsed(self, scope: Scope, receive: Receive) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import string
 import time
 import zlib
 from collections.abc import Iterator
@@ -13,9 +11,6 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -27,25 +22,12 @@ from llmsim import schema_values
 from llmsim.engine import Engine, Turn
 from llmsim.errors import APIError, invalid_function_schema, invalid_response_schema, model_not_found
 from llmsim.generation import Choice, Finish, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
+from llmsim.surfaces.base import SSE_HEADERS, random_id
 from llmsim.surfaces.endpoint import Generate, Reply
+from llmsim.surfaces.openai_fields import Int, Model, StreamOptions, Text
 from llmsim.surfaces.routes import RawRoute, post
 from llmsim.surfaces.validation import check_complexity, to_api_error
 
-
-class _Model(BaseModel):
-    # strict: OpenAI rejects "2" for an integer; unknown fields are ignored, as OpenAI does.
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-def _integral(value: Any) -> Any:
-    """JSON Schema's integer: 2.0 is one (OpenAI accepts it), "2" and true are not."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
-# OpenAI's longest string: one message's content (or one text part) of up to 10 MiB characters.
-MAX_STRING = 10 * 1024 * 1024
-Text = Annotated[str, Field(max_length=MAX_STRING)]
 # Bounds on the shape of a prompt, so that validating the largest body stays well under 100 ms
 # (pydantic spends a few microseconds an item): far above what real requests carry (OpenAI takes
 # at most 500 images a request; 128 tools and 128 tool calls a message are its own limits).
@@ -73,37 +55,37 @@ def Parts(part: Any) -> Any:  # noqa: N802 - a type
     return Annotated[list[part], Field(max_length=MAX_PARTS, fail_fast=True), AfterValidator(_spend_parts)]
 
 
-class TextPart(_Model):
+class TextPart(Model):
     type: Literal["text"]
     text: Text
 
 
-class RefusalPart(_Model):
+class RefusalPart(Model):
     type: Literal["refusal"]
     refusal: str
 
 
-class ImageURL(_Model):
+class ImageURL(Model):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Model):
+class ImagePart(Model):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-class InputAudio(_Model):
+class InputAudio(Model):
     data: str
     format: Literal["wav", "mp3"]
 
 
-class AudioPart(_Model):
+class AudioPart(Model):
     type: Literal["input_audio"]
     input_audio: InputAudio
 
 
-class FilePart(_Model):
+class FilePart(Model):
     type: Literal["file"]
     file: dict[str, Any]
 
@@ -112,36 +94,36 @@ UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discrimi
 AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
 
 
-class FunctionCall(_Model):
+class FunctionCall(Model):
     name: str
     arguments: str
 
 
-class MessageToolCall(_Model):
+class MessageToolCall(Model):
     id: str
     type: Literal["function"]
     function: FunctionCall
 
 
-class SystemMessage(_Model):
+class SystemMessage(Model):
     role: Literal["system"]
     content: Text | Parts(TextPart)
     name: str | None = None
 
 
-class DeveloperMessage(_Model):
+class DeveloperMessage(Model):
     role: Literal["developer"]
     content: Text | Parts(TextPart)
     name: str | None = None
 
 
-class UserMessage(_Model):
+class UserMessage(Model):
     role: Literal["user"]
     content: Text | Parts(UserPart)
     name: str | None = None
 
 
-class AssistantMessage(_Model):
+class AssistantMessage(Model):
     role: Literal["assistant"]
     content: Text | Parts(AssistantPart) | None = None
     refusal: str | None = None
@@ -150,13 +132,13 @@ class AssistantMessage(_Model):
     function_call: FunctionCall | None = None
 
 
-class ToolMessage(_Model):
+class ToolMessage(Model):
     role: Literal["tool"]
     content: Text | Parts(TextPart)
     tool_call_id: str
 
 
-class FunctionMessage(_Model):
+class FunctionMessage(Model):
     role: Literal["function"]
     content: str | None
     name: str
@@ -168,45 +150,40 @@ Message = Annotated[
 ]
 
 
-class StreamOptions(_Model):
-    include_usage: bool | None = None
-    include_obfuscation: bool | None = None
-
-
-class FunctionDefinition(_Model):
+class FunctionDefinition(Model):
     name: str = Field(max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")  # OpenAI's rule for function names
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(_Model):
+class Tool(Model):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Model):
+class NamedFunction(Model):
     name: str
 
 
-class NamedToolChoice(_Model):
+class NamedToolChoice(Model):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JSONSchemaFormat(_Model):
+class JSONSchemaFormat(Model):
     name: str
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Model):
+class ResponseFormat(Model):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
 
-class ChatCompletionRequest(_Model):
+class ChatCompletionRequest(Model):
     model: str
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES, fail_fast=True)
     n: Int | None = Field(None, ge=1, le=128)
@@ -365,16 +342,8 @@ def _response_format(fmt: ResponseFormat, neutral: GenerationRequest) -> None:
         neutral.json_schema = schema
 
 
-_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-# One call an ID, no syscall (IDs need to be unique, not secret): each random byte picks a
-# character (256 = 4 * 62 + 8, so the first 8 characters are very slightly likelier).
-_ID_TABLE = bytes(ord(_ID_ALPHABET[b % len(_ID_ALPHABET)]) for b in range(256))
-
-
 def completion_id() -> str:
-    return "chatcmpl-" + random.randbytes(29).translate(_ID_TABLE).decode()
+    return random_id("chatcmpl-", 29)
 
 
 def _usage(generation: Generation) -> dict[str, Any]:
@@ -566,13 +535,6 @@ def render_stream(
         usage = envelope.replace(b'"usage":null', b'"usage":' + dumps(_usage(generation)))
         yield last, b"data: " + usage + b"\n\n"
     yield last, b"data: [DONE]\n\n"
-
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # tells nginx not to buffer the stream
-]
 
 
 class ChatSurface:

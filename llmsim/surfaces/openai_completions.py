@@ -14,16 +14,14 @@ and completion tokens count every ``best_of`` candidate, as OpenAI bills them.
 
 from __future__ import annotations
 
-import random
-import string
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import Field, ValidationError, WithJsonSchema
 from starlette.types import Receive, Scope, Send
 
 from llmsim import tokens
@@ -31,8 +29,9 @@ from llmsim.content import Content
 from llmsim.engine import Engine, Turn
 from llmsim.errors import APIError, model_not_found
 from llmsim.generation import Choice, Finish, Generation, GenerationRequest, PromptMessage, generate
-from llmsim.surfaces.endpoint import CountingEndpoint, Reply
-from llmsim.surfaces.openai_chat import SSE_HEADERS
+from llmsim.surfaces.base import SSE_HEADERS, random_id
+from llmsim.surfaces.endpoint import CountingEndpoint, Reply, answer
+from llmsim.surfaces.openai_fields import Int, Model, StreamOptions
 from llmsim.surfaces.routes import RawRoute, post
 from llmsim.surfaces.validation import check_complexity, to_api_error, type_name
 
@@ -47,12 +46,6 @@ _CHAT = ("gpt-4", "gpt-3.5-turbo", "gpt-5", "chatgpt-", "o1", "o3", "o4", "claud
 _EMBEDDING = ("text-embedding-",)
 VOCABULARY_OF = "gpt-3.5-turbo-instruct"  # the legacy models all count with cl100k_base
 
-
-def _integral(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
 
 _PROMPT_SCHEMA = {
     "oneOf": [
@@ -70,15 +63,7 @@ _PROMPT_SCHEMA = {
 }
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    include_usage: bool | None = None
-
-
-class CompletionRequest(BaseModel):
-    # strict: OpenAI rejects "2" for an integer; unknown fields are ignored.
-    model_config = ConfigDict(strict=True, extra="ignore")
-
+class CompletionRequest(Model):
     model: str | None = None  # required, with OpenAI's own message (a path may name the model)
     # Checked by hand (_prompts): a union's errors would name the wrong alternative.
     prompt: Annotated[Any, WithJsonSchema(_PROMPT_SCHEMA)] = "<|endoftext|>"
@@ -185,12 +170,9 @@ def _context(model: str) -> int | None:
 
 # --- rendering -----------------------------------------------------------------------------------
 
-_ID_ALPHABET = string.ascii_letters + string.digits
-_ID_TABLE = bytes(ord(_ID_ALPHABET[b % len(_ID_ALPHABET)]) for b in range(256))
-
 
 def completion_id() -> str:
-    return "cmpl-" + random.randbytes(29).translate(_ID_TABLE).decode()
+    return random_id("cmpl-", 29)
 
 
 # Alternatives offered in top_logprobs, always less likely than the token that was "chosen".
@@ -456,14 +438,7 @@ class Complete(CountingEndpoint):
     """
 
     vocabulary = VOCABULARY_OF
-
-    def __init__(
-        self,
-        engine: Engine,
-        surface: CompletionsSurface = COMPLETIONS,
-        model_from: Callable[[Scope], str | None] | None = None,
-    ) -> None:
-        super().__init__(engine, surface, model_from)
+    default = COMPLETIONS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine, handler = self.engine, self.handler
@@ -485,11 +460,7 @@ class Complete(CountingEndpoint):
             generation = await engine.begin(
                 scope, receive, turn, whole, lambda prepared: draft(job, content, prepared)
             )
-            reply = handler.reply(job, generation, turn, engine.instance_id)
-            if reply.events is not None:
-                await engine.stream(turn, send, reply.headers, reply.events)
-            else:
-                await engine.respond(turn, send, reply.payload, reply.content_type)
+            await answer(engine, turn, send, handler.reply(job, generation, turn, engine.instance_id))
         finally:
             engine.end(turn)
 

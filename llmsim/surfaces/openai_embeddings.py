@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import Field, ValidationError, WithJsonSchema
 from starlette.types import Receive, Scope, Send
 
 from llmsim import tokens
@@ -35,6 +34,7 @@ from llmsim.engine import Engine
 from llmsim.errors import APIError, model_not_found
 from llmsim.surfaces.base import JSON
 from llmsim.surfaces.endpoint import CountingEndpoint
+from llmsim.surfaces.openai_fields import Int, Model
 from llmsim.surfaces.routes import JSON_ONLY, RawRoute, post
 from llmsim.surfaces.validation import check_complexity, to_api_error, type_name
 from llmsim.workers import in_thread
@@ -66,12 +66,6 @@ INVALID_INPUT = (
 )
 
 
-def _integral(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
-
 _INPUT_SCHEMA = {
     "oneOf": [
         {"type": "string", "minLength": 1},
@@ -89,10 +83,7 @@ _INPUT_SCHEMA = {
 }
 
 
-class EmbeddingRequest(BaseModel):
-    # strict: OpenAI rejects "2" for an integer; unknown fields are ignored.
-    model_config = ConfigDict(strict=True, extra="ignore")
-
+class EmbeddingRequest(Model):
     # Checked by hand (_inputs): a union's errors would name the wrong alternative.
     input: Annotated[Any, WithJsonSchema(_INPUT_SCHEMA)]
     model: str | None = None  # required, with OpenAI's own message (a path may name the model)
@@ -276,14 +267,7 @@ class Embed(CountingEndpoint):
     """
 
     vocabulary = VOCABULARY_OF
-
-    def __init__(
-        self,
-        engine: Engine,
-        surface: EmbeddingsSurface = EMBEDDINGS,
-        model_from: Callable[[Scope], str | None] | None = None,
-    ) -> None:
-        super().__init__(engine, surface, model_from)
+    default = EMBEDDINGS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine, handler = self.engine, self.handler

@@ -42,7 +42,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from llmsim import schema_values, tokens
@@ -59,13 +59,13 @@ from llmsim.generation import (
     reasons,
 )
 from llmsim.surfaces import base
-from llmsim.surfaces.base import JSON, read_body
+from llmsim.surfaces.base import JSON, SSE_HEADERS, read_body
 from llmsim.surfaces.endpoint import PARSE_IN_THREAD_BYTES, Generate, Reply
+from llmsim.surfaces.openai_fields import Int, Model, StreamOptions, Text
 from llmsim.surfaces.routes import JSON_ONLY, RawRoute, errors, post
 from llmsim.surfaces.validation import check_complexity, to_api_error
 from llmsim.workers import in_thread
 
-MAX_STRING = 10 * 1024 * 1024  # OpenAI's longest string (one text input)
 MAX_ITEMS = 4096  # input items of a request
 MAX_PARTS = 1024  # content parts of one message
 MAX_TOOLS = 128
@@ -80,32 +80,19 @@ CACHED_BODY_BYTES = 8 * 1024  # bodies this small have their validation remember
 # --- request models --------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    # strict, as OpenAI is ("2" is no integer); unknown fields ignored (the SDKs add new ones often).
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-def _integral(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
-Text = Annotated[str, Field(max_length=MAX_STRING)]
-
-
-class InputText(_Model):
+class InputText(Model):
     type: Literal["input_text"]
     text: Text
 
 
-class InputImage(_Model):
+class InputImage(Model):
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
     detail: Literal["low", "high", "auto"] | None = None
 
 
-class InputFile(_Model):
+class InputFile(Model):
     type: Literal["input_file"]
     file_id: str | None = None
     file_data: str | None = None
@@ -113,13 +100,13 @@ class InputFile(_Model):
     filename: str | None = None
 
 
-class OutputText(_Model):
+class OutputText(Model):
     type: Literal["output_text"]
     text: Text
     annotations: list[Any] | None = None
 
 
-class Refusal(_Model):
+class Refusal(Model):
     type: Literal["refusal"]
     refusal: Text
 
@@ -129,7 +116,7 @@ INPUT_PARTS = ("input_text", "input_image", "input_file")
 OUTPUT_PARTS = ("output_text", "refusal")
 
 
-class MessageItem(_Model):
+class MessageItem(Model):
     type: Literal["message"]
     role: Literal["user", "assistant", "system", "developer"]
     content: Text | Annotated[list[Part], Field(max_length=MAX_PARTS)]
@@ -137,7 +124,7 @@ class MessageItem(_Model):
     status: str | None = None
 
 
-class FunctionCallItem(_Model):
+class FunctionCallItem(Model):
     type: Literal["function_call"]
     call_id: str = Field(max_length=256)
     name: str = Field(max_length=256)
@@ -146,7 +133,7 @@ class FunctionCallItem(_Model):
     status: str | None = None
 
 
-class FunctionCallOutputItem(_Model):
+class FunctionCallOutputItem(Model):
     type: Literal["function_call_output"]
     call_id: str = Field(max_length=256)
     output: Text | Annotated[list[Part], Field(max_length=MAX_PARTS)]
@@ -154,14 +141,14 @@ class FunctionCallOutputItem(_Model):
     status: str | None = None
 
 
-class ReasoningInput(_Model):
+class ReasoningInput(Model):
     type: Literal["reasoning"]
     id: str | None = None
     summary: list[Any] = Field(default_factory=list, max_length=MAX_PARTS)
     encrypted_content: str | None = None
 
 
-class ItemReference(_Model):
+class ItemReference(Model):
     type: Literal["item_reference"]
     id: str
 
@@ -180,7 +167,7 @@ Item = Annotated[
 ]
 
 
-class FunctionTool(_Model):
+class FunctionTool(Model):
     type: Literal["function"]
     name: str = Field(max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
     description: str | None = None
@@ -188,20 +175,20 @@ class FunctionTool(_Model):
     strict: bool | None = None
 
 
-class FunctionChoice(_Model):
+class FunctionChoice(Model):
     type: Literal["function"]
     name: str
 
 
-class FormatText(_Model):
+class FormatText(Model):
     type: Literal["text"]
 
 
-class FormatJsonObject(_Model):
+class FormatJsonObject(Model):
     type: Literal["json_object"]
 
 
-class FormatJsonSchema(_Model):
+class FormatJsonSchema(Model):
     type: Literal["json_schema"]
     name: str = Field(max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
     schema_: dict[str, Any] = Field(alias="schema")
@@ -209,24 +196,20 @@ class FormatJsonSchema(_Model):
     strict: bool | None = None
 
 
-class TextConfig(_Model):
+class TextConfig(Model):
     format: (
         Annotated[FormatText | FormatJsonObject | FormatJsonSchema, Field(discriminator="type")] | None
     ) = None
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class ReasoningConfig(_Model):
+class ReasoningConfig(Model):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class StreamOptions(_Model):
-    include_obfuscation: bool | None = None
-
-
-class _Prompt(_Model):
+class _Prompt(Model):
     instructions: Text | None = None
     tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
@@ -367,9 +350,6 @@ def unsupported(param: str, message: str) -> APIError:
     return APIError(400, message, param, "unsupported_parameter")
 
 
-is_reasoning_model = reasons  # o-series and gpt-5 (not its chat variants): llmsim.generation
-
-
 @dataclass(slots=True)
 class Parsed:
     """A validated request, independent of the store (so it can be remembered by its bytes)."""
@@ -486,7 +466,7 @@ def _check_common(body: _Prompt, model: str | None) -> None:
             "conversation", "llmsim does not simulate conversations: use 'previous_response_id'."
         )
     reasoning = body.reasoning
-    if reasoning is not None and reasoning.effort is not None and model and not is_reasoning_model(model):
+    if reasoning is not None and reasoning.effort is not None and model and not reasons(model):
         raise unsupported(
             "reasoning.effort",
             "Unsupported parameter: 'reasoning.effort' is not supported with this model.",
@@ -507,7 +487,7 @@ def _format(text: TextConfig | None, neutral: GenerationRequest) -> None:
         neutral.json_schema = fmt.schema_
 
 
-def _validate(raw: bytes, model: type[_Model]) -> Any:
+def _validate(raw: bytes, model: type[Model]) -> Any:
     check_complexity(raw)
     try:
         return model.model_validate_json(raw)
@@ -670,7 +650,7 @@ class Outline:
 def _outline(parsed: Parsed, choice: Choice) -> Outline:
     model = parsed.body.model
     effort = parsed.body.reasoning.effort if parsed.body.reasoning is not None else None
-    reasoning = is_reasoning_model(model) and effort != "none"
+    reasoning = reasons(model) and effort != "none"
     return Outline(
         _id("resp_"),
         int(time.time()),
@@ -686,7 +666,7 @@ def _template(parsed: Parsed) -> dict[str, Any]:
     per-response ones), in OpenAI's order."""
     body = parsed.body
     reasoning = body.reasoning
-    if is_reasoning_model(body.model):
+    if reasons(body.model):
         shown_reasoning = {
             "effort": (reasoning.effort if reasoning else None) or "medium",
             "summary": (reasoning.summary or reasoning.generate_summary) if reasoning else None,
@@ -1085,12 +1065,6 @@ class ResponseStream:
             number,
         )
 
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # tells nginx not to buffer the stream
-]
 
 # --- the wire: OpenAI's, with the Responses stream's own mid-stream events --------------------------
 
