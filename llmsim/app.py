@@ -32,7 +32,7 @@ from llmsim.settings import Settings
 from llmsim.stats import Stats
 from llmsim.surfaces import anthropic_messages, registry
 from llmsim.surfaces import models as models_surface
-from llmsim.surfaces.routes import REF, RawRoute, body, errors
+from llmsim.surfaces.routes import REF, FixedPaths, RawRoute, body, errors
 
 log = logging.getLogger("llmsim")
 
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         return _json(models_surface.model(model_id, engine.settings.models))
 
     # Handlers read what they need themselves and return a Response, which FastAPI passes on as
-    # it is: the models only describe. The hot route comes first.
+    # it is: the models only describe.
     openai, ops, control_api = ["OpenAI"], ["llmsim"], ["llmsim control"]
     routes: list[BaseRoute] = [
         *registry.routes(engine),
@@ -235,11 +235,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         redoc_url=None,
     )
     paths = {route.endpoint: route.path for route in app.routes if isinstance(route, Route)}
-    # The Pipeline calls FastAPI's router directly: FastAPI's own middleware stack (its error,
-    # telemetry, body-limit and exit-stack layers) would add work to every request, and the
-    # Pipeline already does what it is for.
+    # The Pipeline calls FastAPI's router directly (the surfaces' fixed paths by a dict lookup):
+    # FastAPI's own middleware stack (its error, telemetry, body-limit and exit-stack layers)
+    # would add work to every request, and the Pipeline already does what it is for.
     return Pipeline(
-        app.router,
+        FixedPaths(app.router),
         engine,
         stats,
         settings.max_body_bytes,

@@ -37,7 +37,7 @@ def spec(server: Server) -> dict[str, Any]:
 
 def served() -> tuple[set[tuple[str, str]], set[str]]:
     """(path, method) of every route the app serves, and the paths it leaves out of the schema."""
-    router = create_app(Settings()).app  # the Pipeline's app: FastAPI's router
+    router = create_app(Settings()).app.router  # behind the Pipeline: FastAPI's router
     operations, hidden = set(), set()
     for route in router.routes:
         if not route.include_in_schema:

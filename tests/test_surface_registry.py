@@ -39,7 +39,7 @@ class Plain:
 def test_a_throwaway_surface_gets_every_shared_stage() -> None:
     app = create_app(Settings(instance_id="sim-plain", api_keys="sk-plain"))
     route = Route("/v1/plain", Generate(app.engine, Plain()), methods=["POST"])
-    app.app.routes.insert(0, route)
+    app.app.router.routes.insert(0, route)
     app.paths[route.endpoint] = route.path
 
     async def run() -> tuple[httpx.Response, ...]:

@@ -1,7 +1,7 @@
 """The surfaces an instance serves: each module here has ``routes(engine) -> list[RawRoute]``.
 
 A new wire format is one module under ``llmsim/surfaces/`` plus one entry in :data:`SURFACES`.
-The hot route comes first: the router tries routes in order.
+Where two surfaces declare the same method and path, the first one listed serves it.
 """
 
 from __future__ import annotations
