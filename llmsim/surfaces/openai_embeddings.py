@@ -7,8 +7,8 @@ the whole body. The wire format is :class:`EmbeddingsSurface` (module instance
 :data:`EMBEDDINGS`), which another path (Azure's deployments) can reuse with the model taken from
 its URL.
 
-A vector is a pure function of (model, text): numpy's Generator seeded from a blake2b digest of
-both, normalised to unit length, so every instance of every run gives the same vector for the
+A vector is a pure function of (model, text): numpy's PCG64 generator set from a blake2b digest
+of both, normalised to unit length, so every instance of every run gives the same vector for the
 same text. A shortened ``dimensions`` vector is the full vector's head, renormalised, as
 OpenAI's text-embedding-3 vectors are. A token-array input is the text its tokens decode to.
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -171,23 +173,45 @@ def is_embedding_model(model: str) -> bool:
     return model in DIMENSIONS or not model.startswith(_NOT_EMBEDDING)
 
 
-@lru_cache(maxsize=512)
+_GENERATORS = threading.local()  # one per thread: batches above RENDER_IN_THREAD_FLOATS render in one
+
+
 def vector(model: str, text: str) -> np.ndarray:
-    """The model's full-size unit vector for ``text`` (float64, read-only, cached)."""
-    digest = hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=16).digest()
-    rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
-    values = rng.standard_normal(DIMENSIONS.get(model, DEFAULT_DIMENSIONS))
-    values /= np.linalg.norm(values)
-    values.flags.writeable = False
-    return values
+    """The model's full-size unit vector for ``text`` (float64).
+
+    A PCG64 generator whose 128-bit state and increment are a blake2b digest of both, set
+    directly: seeding a new generator through numpy's SeedSequence costs more than the draw.
+    """
+    digest = hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=32).digest()
+    generator = getattr(_GENERATORS, "generator", None)
+    if generator is None:
+        generator = _GENERATORS.generator = np.random.Generator(np.random.PCG64())
+    generator.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {
+            "state": int.from_bytes(digest[:16], "little"),
+            "inc": int.from_bytes(digest[16:], "little") | 1,
+        },
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    values = generator.standard_normal(DIMENSIONS.get(model, DEFAULT_DIMENSIONS))
+    return values / math.sqrt(values @ values)
 
 
-def embedding(model: str, text: str, dimensions: int) -> np.ndarray:
-    """The vector as OpenAI sends it: float32, shortened and renormalised to ``dimensions``."""
+@lru_cache(maxsize=256)  # at most 256 x 3,072 floats (~10 MB)
+def encoded(model: str, text: str, dimensions: int, as_base64: bool) -> bytes:
+    """The ``embedding`` value as the body carries it: a JSON array of float32 or a base64 string
+    of their little-endian bytes, shortened and renormalised to ``dimensions`` as OpenAI does.
+    Cached: a vector is a pure function of its text, and writing 1,536 floats as JSON is most of
+    what a response costs."""
     values = vector(model, text)
     if dimensions < len(values):
         values = values[:dimensions] / np.linalg.norm(values[:dimensions])
-    return values.astype(np.float32)
+    values = values.astype("<f4")
+    if as_base64:
+        return b'"%s"' % base64.b64encode(values.tobytes())
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class EmbeddingsSurface:
@@ -240,20 +264,14 @@ class EmbeddingsSurface:
         return EmbeddingJob(model, texts, total, body.dimensions or native, body.encoding_format == "base64")
 
     def render(self, job: EmbeddingJob, instance: str) -> bytes:
-        data = []
-        for index, text in enumerate(job.texts):
-            values = embedding(job.model, text, job.dimensions)
-            encoded: Any = base64.b64encode(values.astype("<f4").tobytes()).decode() if job.base64 else values
-            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        data = b",".join(
+            b'{"object":"embedding","index":%d,"embedding":%s}'
+            % (index, encoded(job.model, text, job.dimensions, job.base64))
+            for index, text in enumerate(job.texts)
+        )
         usage = {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens}
-        body = {
-            "object": "list",
-            "data": data,
-            "model": job.model,
-            "usage": usage,
-            "llmsim_instance": instance,
-        }
-        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        rest = orjson.dumps({"model": job.model, "usage": usage, "llmsim_instance": instance})
+        return b'{"object":"list","data":[%s],%s' % (data, rest[1:])
 
 
 EMBEDDINGS = EmbeddingsSurface()
