@@ -12,8 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from llmsim.generation import PromptMessage
-from llmsim.surfaces.openai_responses import Store, Stored
+from llmsim.surfaces.openai_responses import Store, Stored, _parse
 from llmsim_cluster import probe as probe_cli
 from tests.openai_spec import validate
 from tests.servers import Server, run_server
@@ -475,8 +474,11 @@ def test_immediate_fault_is_openai_envelope(server: Server) -> None:
 
 
 def _entry(previous: str | None = None, text: str = "x") -> Stored:
-    message = PromptMessage("user", (text,))
-    return Stored({}, [], (message,), frozenset(), (), previous, len(text))
+    """A stored turn: ``text`` in, ``re: text`` out."""
+    body = {"model": "gpt-4o", "input": text, "previous_response_id": previous}
+    parsed = _parse(json.dumps(body).encode(), frozenset({"gpt-4o"}))
+    output = [{"type": "message", "content": [{"type": "output_text", "text": f"re: {text}"}]}]
+    return Stored(json.dumps({"output": output}).encode(), parsed, len(text))
 
 
 def test_store_is_bounded_by_count_and_characters() -> None:
@@ -499,7 +501,12 @@ def test_store_chain_ends_at_an_evicted_turn() -> None:
     store.put("r2", _entry("r1", "two"))
     store.put("r3", _entry("r2", "three"))  # r1 evicted
     messages, _, _ = store.chain("r3")
-    assert [m.texts for m in messages] == [("two",), ("three",)]
+    assert [(m.role, m.texts) for m in messages] == [
+        ("user", ("two",)),
+        ("assistant", ("re: two",)),
+        ("user", ("three",)),
+        ("assistant", ("re: three",)),
+    ]
     with pytest.raises(Exception) as missing:
         store.chain("r1")
     assert missing.value.status == 404

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -255,24 +255,52 @@ class InputTokensRequest(_Prompt):
 
 @dataclass(slots=True)
 class Stored:
+    """One stored response. Only the served bytes and the request's parse (shared by identical
+    bodies) are kept per response; what a later turn or ``input_items`` reads is derived from them
+    when first asked for, not on every stored response (most are never read again)."""
+
     # The response object as served: bytes, not the dict, so the collector has ~25 fewer objects
     # an entry to walk (10,000 entries stay alive).
     response: bytes
-    body: CreateResponse  # the request: its input items are built when first asked for
-    messages: tuple[PromptMessage, ...]  # this turn's input and output, for a later turn
-    calls: frozenset[str]  # call_ids of the function calls in its input and output
-    pending: tuple[str, ...]  # call_ids of the function calls it answered with
-    previous: str | None
+    parsed: Parsed
     size: int  # characters of text (an estimate), against STORE_CHARS
     _items: list[dict[str, Any]] | None = None
+    _exchange: Exchange | None = None
+
+    @property
+    def previous(self) -> str | None:
+        return self.parsed.body.previous_response_id
 
     @property
     def items(self) -> list[dict[str, Any]]:
-        """Its input items (with IDs, stable once built), oldest first: built on the first
-        ``input_items`` request, not on every stored response."""
+        """Its input items (with IDs, stable once built), oldest first."""
         if self._items is None:
-            self._items = _input_items(self.body)
+            self._items = _input_items(self.parsed.body)
         return self._items
+
+    @property
+    def exchange(self) -> Exchange:
+        """This turn's input and output as prompt messages, the call_ids they hold, and those
+        of the function calls it answered with (read back from the served output)."""
+        if self._exchange is None:
+            messages = list(self.parsed.own)
+            pending = []
+            for item in orjson.loads(self.response)["output"]:
+                if item["type"] == "message":
+                    text = "".join(part.get("text", "") for part in item["content"])
+                    if text:
+                        messages.append(PromptMessage("assistant", (text,)))
+                elif item["type"] == "function_call":
+                    messages.append(PromptMessage("assistant", (item["name"], item["arguments"])))
+                    pending.append(item["call_id"])
+            self._exchange = Exchange(tuple(messages), self.parsed.calls.union(pending), tuple(pending))
+        return self._exchange
+
+
+class Exchange(NamedTuple):
+    messages: tuple[PromptMessage, ...]
+    calls: frozenset[str]  # call_ids of the function calls in its input and output
+    pending: tuple[str, ...]  # call_ids of the function calls it answered with
 
 
 class Store:
@@ -322,13 +350,14 @@ class Store:
                 "previous_response_id",
                 "previous_response_not_found",
             )
-        pending = entry.pending
+        pending = entry.exchange.pending
         turns: list[tuple[PromptMessage, ...]] = []
         calls: set[str] = set()
         seen = 0
         while entry is not None and seen <= self.size:  # an evicted ancestor ends the chain
-            turns.append(entry.messages)
-            calls |= entry.calls
+            exchange = entry.exchange
+            turns.append(exchange.messages)
+            calls |= exchange.calls
             seen += 1
             entry = self.get(entry.previous) if entry.previous else None
         return [m for turn in reversed(turns) for m in turn], calls, pending
@@ -840,15 +869,6 @@ def _input_items(body: CreateResponse) -> list[dict[str, Any]]:
     return items
 
 
-def _output_messages(choice: Choice) -> tuple[PromptMessage, ...]:
-    messages = []
-    if choice.pieces:
-        messages.append(PromptMessage("assistant", (choice.text,)))
-    for call in choice.tool_calls:
-        messages.append(PromptMessage("assistant", (call.name, call.json)))
-    return tuple(messages)
-
-
 def _size(parsed: Parsed, payload: bytes) -> int:
     """An entry's characters, estimated without walking it: the input's text twice (messages and
     items), the served body (the output's text is in it) twice more, and a share per item."""
@@ -1077,6 +1097,7 @@ class ResponsesWire:
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"msg_\n\n'
     )
     cut_event: bytes | None = None
+    request_id_header = base.OPENAI.request_id_header  # read on every response: not through __getattr__
 
     def __getattr__(self, name: str) -> Any:
         return getattr(base.OPENAI, name)
@@ -1136,17 +1157,7 @@ class ResponsesSurface:
         )
         payload = orjson.dumps(final)
         if body.store is not False:
-            calls = tuple("call_" + c.key for c in choice.tool_calls)
-            entry = Stored(
-                payload,
-                body,
-                parsed.own + _output_messages(choice),
-                parsed.calls.union(calls) if calls else parsed.calls,
-                calls,
-                body.previous_response_id,
-                _size(parsed, payload),
-            )
-            self.store.put(outline.response_id, entry)
+            self.store.put(outline.response_id, Stored(payload, parsed, _size(parsed, payload)))
         if body.stream:
             stream = ResponseStream(parsed, outline, generation, instance, final, payload)
             turn.wire = StreamWire(stream)  # this stream's own response.failed for a disconnect fault
