@@ -478,7 +478,7 @@ def _entry(previous: str | None = None, text: str = "x") -> Stored:
     body = {"model": "gpt-4o", "input": text, "previous_response_id": previous}
     parsed = _parse(json.dumps(body).encode(), frozenset({"gpt-4o"}))
     output = [{"type": "message", "content": [{"type": "output_text", "text": f"re: {text}"}]}]
-    return Stored(json.dumps({"output": output}).encode(), parsed, len(text))
+    return Stored(json.dumps({"output": output}).encode(), parsed.body, parsed.own, parsed.calls, len(text))
 
 
 def test_store_is_bounded_by_count_and_characters() -> None:

@@ -255,27 +255,31 @@ class InputTokensRequest(_Prompt):
 
 @dataclass(slots=True)
 class Stored:
-    """One stored response. Only the served bytes and the request's parse (shared by identical
-    bodies) are kept per response; what a later turn or ``input_items`` reads is derived from them
+    """One stored response. Only the served bytes and the request (shared by identical bodies)
+    are kept per response; what a later turn or ``input_items`` reads is derived from them
     when first asked for, not on every stored response (most are never read again)."""
 
     # The response object as served: bytes, not the dict, so the collector has ~25 fewer objects
     # an entry to walk (10,000 entries stay alive).
     response: bytes
-    parsed: Parsed
+    # The request, its input as prompt messages and its call_ids: the parse's own objects (shared
+    # by identical bodies), not the parse, whose response template an entry would keep alive.
+    body: CreateResponse
+    own: tuple[PromptMessage, ...]
+    calls: frozenset[str]
     size: int  # characters of text (an estimate), against STORE_CHARS
     _items: list[dict[str, Any]] | None = None
     _exchange: Exchange | None = None
 
     @property
     def previous(self) -> str | None:
-        return self.parsed.body.previous_response_id
+        return self.body.previous_response_id
 
     @property
     def items(self) -> list[dict[str, Any]]:
         """Its input items (with IDs, stable once built), oldest first."""
         if self._items is None:
-            self._items = _input_items(self.parsed.body)
+            self._items = _input_items(self.body)
         return self._items
 
     @property
@@ -283,7 +287,7 @@ class Stored:
         """This turn's input and output as prompt messages, the call_ids they hold, and those
         of the function calls it answered with (read back from the served output)."""
         if self._exchange is None:
-            messages = list(self.parsed.own)
+            messages = list(self.own)
             pending = []
             for item in orjson.loads(self.response)["output"]:
                 if item["type"] == "message":
@@ -293,7 +297,7 @@ class Stored:
                 elif item["type"] == "function_call":
                     messages.append(PromptMessage("assistant", (item["name"], item["arguments"])))
                     pending.append(item["call_id"])
-            self._exchange = Exchange(tuple(messages), self.parsed.calls.union(pending), tuple(pending))
+            self._exchange = Exchange(tuple(messages), self.calls.union(pending), tuple(pending))
         return self._exchange
 
 
@@ -1157,7 +1161,8 @@ class ResponsesSurface:
         )
         payload = orjson.dumps(final)
         if body.store is not False:
-            self.store.put(outline.response_id, Stored(payload, parsed, _size(parsed, payload)))
+            entry = Stored(payload, body, parsed.own, parsed.calls, _size(parsed, payload))
+            self.store.put(outline.response_id, entry)
         if body.stream:
             stream = ResponseStream(parsed, outline, generation, instance, final, payload)
             turn.wire = StreamWire(stream)  # this stream's own response.failed for a disconnect fault
