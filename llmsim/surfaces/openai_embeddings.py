@@ -176,13 +176,14 @@ def is_embedding_model(model: str) -> bool:
 _GENERATORS = threading.local()  # one per thread: batches above RENDER_IN_THREAD_FLOATS render in one
 
 
-def vector(model: str, text: str) -> np.ndarray:
-    """The model's full-size unit vector for ``text`` (float64).
+def _digest(model: str, text: str) -> bytes:
+    return hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=32).digest()
 
-    A PCG64 generator whose 128-bit state and increment are a blake2b digest of both, set
-    directly: seeding a new generator through numpy's SeedSequence costs more than the draw.
-    """
-    digest = hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=32).digest()
+
+def _vector(digest: bytes, size: int) -> np.ndarray:
+    """A unit vector (float64) drawn by a PCG64 generator whose 128-bit state and increment are the
+    digest, set directly: seeding a new generator through numpy's SeedSequence costs more than
+    the draw."""
     generator = getattr(_GENERATORS, "generator", None)
     if generator is None:
         generator = _GENERATORS.generator = np.random.Generator(np.random.PCG64())
@@ -195,18 +196,23 @@ def vector(model: str, text: str) -> np.ndarray:
         "has_uint32": 0,
         "uinteger": 0,
     }
-    values = generator.standard_normal(DIMENSIONS.get(model, DEFAULT_DIMENSIONS))
+    values = generator.standard_normal(size)
     return values / math.sqrt(values @ values)
 
 
-@lru_cache(maxsize=256)  # at most 256 x 3,072 floats (~10 MB)
 def encoded(model: str, text: str, dimensions: int, as_base64: bool) -> bytes:
     """The ``embedding`` value as the body carries it: a JSON array of float32 or a base64 string
-    of their little-endian bytes, shortened and renormalised to ``dimensions`` as OpenAI does.
-    Cached: a vector is a pure function of its text, and writing 1,536 floats as JSON is most of
-    what a response costs."""
-    values = vector(model, text)
-    if dimensions < len(values):
+    of their little-endian bytes, shortened and renormalised to ``dimensions`` as OpenAI does."""
+    return _encoded(_digest(model, text), DIMENSIONS.get(model, DEFAULT_DIMENSIONS), dimensions, as_base64)
+
+
+# Cached by the text's digest (32 bytes a key, whatever the text's length): a vector is a pure
+# function of its text, and writing 1,536 floats as JSON is most of what a response costs. At most
+# 256 x 3,072 floats as text (~10 MB).
+@lru_cache(maxsize=256)
+def _encoded(digest: bytes, size: int, dimensions: int, as_base64: bool) -> bytes:
+    values = _vector(digest, size)
+    if dimensions < size:
         values = values[:dimensions] / np.linalg.norm(values[:dimensions])
     values = values.astype("<f4")
     if as_base64:
