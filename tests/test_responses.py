@@ -438,6 +438,12 @@ def test_disconnect_fault_sends_response_failed_then_drops(client: openai.OpenAI
     assert failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["code"] == "server_error"
     assert failed["response"]["llmsim_instance"] == INSTANCE
+    # The store keeps what the client was told: the failed response, not the completed one.
+    stored = httpx.get(
+        f"{server.url}/v1/responses/{found[0]['response']['id']}", headers=AUTH, timeout=TIMEOUT
+    )
+    assert stored.json()["status"] == "failed" and stored.json()["error"]["code"] == "server_error"
+    validate("Response", stored.json())
     kinds = []
     with (
         pytest.raises((openai.APIConnectionError, httpx.RemoteProtocolError, RuntimeError)),

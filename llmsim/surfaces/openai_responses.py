@@ -329,6 +329,14 @@ class Store:
                 _, gone = entries.popitem(last=False)
                 self.used -= gone.size
 
+    def revise(self, key: str, response: bytes) -> None:
+        """Replace a stored response's body (a stream that failed after it was stored)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.response = response
+                entry._exchange = None
+
     def get(self, key: str) -> Stored | None:
         with self._lock:
             entry = self._entries.get(key)
@@ -903,8 +911,10 @@ class ResponseStream:
         instance: str,
         final: dict[str, Any],
         payload: bytes,
+        store: Store | None,
     ) -> None:
         self.parsed, self.outline, self.generation = parsed, outline, generation
+        self.store = store  # where the response was stored (None: not stored)
         self.instance, self.final = instance, final
         self.payload = payload  # ``final`` serialised (the store's copy): the last event reuses it
         self.sequence = 0  # the number of the next event
@@ -955,11 +965,13 @@ class ResponseStream:
             yield first, events
 
     def failed_event(self) -> bytes:
-        """``response.failed``, numbered as the event it replaces (the first one not sent)."""
+        """``response.failed``, numbered as the event it replaces (the first one not sent). A
+        stored response becomes what the client was told: the failed one."""
         self.sequence = max(0, self.sequence - 1)
-        return self._next(
-            "response.failed", {"type": "response.failed", "response": self._skeleton("failed")}
-        )
+        failed = self._skeleton("failed")
+        if self.store is not None:
+            self.store.revise(self.outline.response_id, orjson.dumps(failed))
+        return self._next("response.failed", {"type": "response.failed", "response": failed})
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         outline, generation = self.outline, self.generation
@@ -1164,7 +1176,8 @@ class ResponsesSurface:
             entry = Stored(payload, body, parsed.own, parsed.calls, _size(parsed, payload))
             self.store.put(outline.response_id, entry)
         if body.stream:
-            stream = ResponseStream(parsed, outline, generation, instance, final, payload)
+            stored = self.store if body.store is not False else None
+            stream = ResponseStream(parsed, outline, generation, instance, final, payload, stored)
             turn.wire = StreamWire(stream)  # this stream's own response.failed for a disconnect fault
             return Reply(events=iter(stream), headers=SSE_HEADERS)
         return Reply(payload)
