@@ -54,6 +54,10 @@ class ApiRoute(APIRoute):
     ``schemas``: models its ``openapi_extra`` references (a body its handler reads itself)."""
 
     def __init__(self, *args: Any, schemas: Sequence[type[BaseModel]] = (), **kwargs: Any) -> None:
+        # HEAD wherever GET is, as HTTP has it and Starlette's own routes do (a load balancer's
+        # health check may send `HEAD /health`); uvicorn leaves the body out.
+        if "GET" in kwargs.get("methods", ()):
+            kwargs["methods"] = [*kwargs["methods"], "HEAD"]
         super().__init__(*args, **kwargs)
         self.schemas = tuple(schemas)
 
@@ -101,6 +105,7 @@ class LlmsimAPI(FastAPI):
             for name, definition in defs.get("$defs", {}).items():
                 components.setdefault(name, definition)
             for operations in schema["paths"].values():
+                operations.pop("head", None)  # implied by GET
                 for operation in operations.values():
                     # FastAPI's 422 never reaches a client: invalid input is a 400 in the envelope.
                     if operation["responses"].pop("422", None) is not None:

@@ -161,6 +161,16 @@ def test_wrong_method_and_route(server: Server, method: str, path: str, status: 
     assert response.headers["x-llmsim-instance"] == "sim-test"
 
 
+@pytest.mark.parametrize("path", ["/health", "/", "/v1/models", "/metrics"])
+def test_head_answers_where_get_does(server: Server, path: str) -> None:
+    """A load balancer's health check may send HEAD: GET's status and headers, no body."""
+    got, head = httpx.get(f"{server.url}{path}", timeout=10), httpx.head(f"{server.url}{path}", timeout=10)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["x-llmsim-instance"] == "sim-test"
+
+
 def test_garbage_on_the_socket_does_not_kill_the_server(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"\x00\x01\x02 NOT HTTP\r\n\r\n")
