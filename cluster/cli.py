@@ -246,11 +246,22 @@ def _configure(
     return 1 if failed else 0
 
 
+# What `fault … --clear` and `latency … --clear` send an instance.
+CLEAR_FAULTS: dict[str, Any] = {"failure_rate": 0.0, "fail_first": 0}
+CLEAR_LATENCY: dict[str, Any] = {
+    "prefill_overhead": 0.0,
+    "prefill_overhead_stddev": 0.0,
+    "itl": 0.0,
+    "itl_stddev": 0.0,
+    "profile": None,
+}
+
+
 def cmd_fault(args: argparse.Namespace, run_dir: Path) -> int:
     if args.clear:
         if args.types is not None or args.rate is not None or args.fail_first is not None:
             raise ClusterError("--clear takes no other fault flags")
-        patch: dict[str, Any] = {"failure_rate": 0.0, "fail_first": 0}
+        patch: dict[str, Any] = dict(CLEAR_FAULTS)
     else:
         if args.types is None and args.rate is None and args.fail_first is None:
             raise ClusterError("say which fault: --type TYPE [--rate R] [--fail-first N], or --clear")
@@ -272,13 +283,7 @@ def cmd_latency(args: argparse.Namespace, run_dir: Path) -> int:
     if args.clear:
         if given or args.profile is not None:
             raise ClusterError("--clear takes no other latency flags")
-        patch: dict[str, Any] = {
-            "prefill_overhead": 0.0,
-            "prefill_overhead_stddev": 0.0,
-            "itl": 0.0,
-            "itl_stddev": 0.0,
-            "profile": None,
-        }
+        patch: dict[str, Any] = dict(CLEAR_LATENCY)
     elif args.profile is not None:
         if given:
             raise ClusterError("--profile replaces --ttft-ms and --itl-ms; give one or the other")
