@@ -268,6 +268,22 @@ def test_override_in_anthropic_body_and_stream(claude: anthropic.Anthropic) -> N
     assert final.usage.output_tokens == 40 == len(deltas)
 
 
+def test_override_on_embeddings_bills_the_prompt(client: openai.OpenAI, server: Server) -> None:
+    """Embeddings have prompt tokens only: the override's prompt is billed, and counted by the
+    journal; its other numbers have nothing to apply to."""
+    trace = uuid.uuid4().hex[:12]
+    reply = client.embeddings.create(
+        model="text-embedding-3-small",
+        input=["one", "two"],
+        extra_headers={**OVERRIDE, "x-llmsim-trace": trace},
+    )
+    assert (reply.usage.prompt_tokens, reply.usage.total_tokens) == (1200, 1200)
+    entries = httpx.get(f"{server.url}/llmsim/requests", params={"trace": trace}, timeout=5).json()["entries"]
+    assert entries[0]["usage"]["prompt_tokens"] == 1200
+    plain = client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    assert plain.usage.prompt_tokens == 2
+
+
 @pytest.mark.parametrize(
     "value",
     [

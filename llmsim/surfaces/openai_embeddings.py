@@ -297,6 +297,9 @@ class Embed(CountingEndpoint):
         engine, handler = self.engine, self.handler
         turn = engine.admit(scope)
         job = await self.parsed(scope, receive)
+        usage = turn.overrides.usage
+        if usage is not None and usage.prompt is not None:  # x-llmsim-usage: only prompt applies here
+            job.prompt_tokens = usage.prompt
         try:
             total = job.prompt_tokens
             await engine.admission(scope, receive, turn, job.model, total, total, 0)
