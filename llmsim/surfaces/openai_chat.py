@@ -24,7 +24,7 @@ from llmsim.errors import APIError, invalid_function_schema, invalid_response_sc
 from llmsim.generation import Choice, Finish, Generation, GenerationRequest, PromptMessage, ToolCall, ToolSpec
 from llmsim.surfaces.base import SSE_HEADERS, random_id
 from llmsim.surfaces.endpoint import Generate, Reply
-from llmsim.surfaces.openai_fields import Int, Model, StreamOptions, Text
+from llmsim.surfaces.openai_fields import Int, Model, StreamOptions, Text, check_stream_options
 from llmsim.surfaces.routes import RawRoute, post
 from llmsim.surfaces.validation import check_complexity, to_api_error
 
@@ -255,13 +255,7 @@ def _parse(raw: bytes, models: frozenset[str]) -> tuple[ChatCompletionRequest, G
         body = ChatCompletionRequest.model_validate_json(raw, context={"parts": MAX_PROMPT_PARTS})
     except ValidationError as exc:
         raise to_api_error(exc, raw) from None
-    if body.stream_options is not None and not body.stream:
-        raise APIError(
-            400,
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            "stream_options",
-            "invalid_value",
-        )
+    check_stream_options(body.stream_options, body.stream)
     if body.model not in models:
         raise model_not_found(body.model)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(s for s in body.stop or () if s)

@@ -21,19 +21,19 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import orjson
-from pydantic import Field, ValidationError, WithJsonSchema
+from pydantic import Field, WithJsonSchema
 from starlette.types import Receive, Scope, Send
 
 from llmsim import tokens
 from llmsim.content import Content
 from llmsim.engine import Engine, Turn
-from llmsim.errors import APIError, model_not_found
+from llmsim.errors import APIError
 from llmsim.generation import Choice, Finish, Generation, GenerationRequest, PromptMessage, generate
 from llmsim.surfaces.base import SSE_HEADERS, random_id
 from llmsim.surfaces.endpoint import CountingEndpoint, Reply, answer
-from llmsim.surfaces.openai_fields import Int, Model, StreamOptions
+from llmsim.surfaces.openai_fields import Int, Model, StreamOptions, check_stream_options, read_model_body
 from llmsim.surfaces.routes import RawRoute, post
-from llmsim.surfaces.validation import check_complexity, to_api_error, type_name
+from llmsim.surfaces.validation import type_name
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 MAX_PROMPTS = 2048
@@ -226,24 +226,9 @@ class CompletionsSurface:
 
     def parse(self, raw: bytes, models: frozenset[str], model: str | None = None) -> CompletionJob:
         """``model`` (a deployment in a path) replaces the body's."""
-        check_complexity(raw)
-        try:
-            body = CompletionRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise to_api_error(exc, raw) from None
-        model = model or body.model
-        if model is None:
-            raise APIError(400, "you must provide a model parameter")
-        if model not in models:
-            raise model_not_found(model)
+        body, model = read_model_body(CompletionRequest, raw, models, model)
         check_model(model)
-        if body.stream_options is not None and not body.stream:
-            raise APIError(
-                400,
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                "stream_options",
-                "invalid_value",
-            )
+        check_stream_options(body.stream_options, body.stream)
         n = body.n or 1
         best_of = body.best_of or n
         if best_of < n:

@@ -28,17 +28,17 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import Field, ValidationError, WithJsonSchema
+from pydantic import Field, WithJsonSchema
 from starlette.types import Receive, Scope, Send
 
 from llmsim import tokens
 from llmsim.engine import Engine
-from llmsim.errors import APIError, model_not_found
+from llmsim.errors import APIError
 from llmsim.surfaces.base import JSON
 from llmsim.surfaces.endpoint import CountingEndpoint
-from llmsim.surfaces.openai_fields import Int, Model
+from llmsim.surfaces.openai_fields import Int, Model, read_model_body
 from llmsim.surfaces.routes import JSON_ONLY, RawRoute, post
-from llmsim.surfaces.validation import check_complexity, to_api_error, type_name
+from llmsim.surfaces.validation import type_name
 from llmsim.workers import in_thread
 
 # OpenAI's limits (the API reference of ``input``).
@@ -227,16 +227,7 @@ class EmbeddingsSurface:
 
     def parse(self, raw: bytes, models: frozenset[str], model: str | None = None) -> EmbeddingJob:
         """``model`` (a deployment in a path) replaces the body's."""
-        check_complexity(raw)
-        try:
-            body = EmbeddingRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise to_api_error(exc, raw) from None
-        model = model or body.model
-        if model is None:
-            raise APIError(400, "you must provide a model parameter")
-        if model not in models:
-            raise model_not_found(model)
+        body, model = read_model_body(EmbeddingRequest, raw, models, model)
         if not is_embedding_model(model):
             raise APIError(400, "You are not allowed to generate embeddings from this model")
         native = DIMENSIONS.get(model, DEFAULT_DIMENSIONS)

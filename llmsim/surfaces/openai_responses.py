@@ -929,16 +929,14 @@ class ResponseStream:
         self.sequence += 1
         return _event(name, payload)
 
-    def _deltas(
-        self, name: str, fields: dict[str, Any], pieces: Sequence[str]
-    ) -> Iterator[tuple[int, list[bytes]]]:
+    def _deltas(self, name: str, fields: dict[str, Any], pieces: Sequence[str]) -> Iterator[bytes]:
         """One item's delta events: the fixed fields serialised once, then per token its ``delta``,
         OpenAI's ``obfuscation`` (random characters that even out the events' sizes, unless
         ``stream_options.include_obfuscation`` is false) and its sequence number.
 
-        Built DELTA_BATCH at a time in one comprehension (a long answer is never all in memory), as
-        (the first's sequence number, the events); the caller moves ``sequence`` as it hands each
-        out, so a disconnect fault's ``response.failed`` takes the number of the first not sent."""
+        Built DELTA_BATCH at a time in one comprehension (a long answer is never all in memory);
+        ``sequence`` moves as each is handed out, so a disconnect fault's ``response.failed`` takes
+        the number of the first not sent."""
         head = _event(name, {"type": name, **fields})[:-3] + b',"delta":'
         dumps, pad = orjson.dumps, _PAD
         span = len(pad) - 16
@@ -962,7 +960,9 @@ class ResponseStream:
                 ]
             else:
                 events = [b'%s%s,"sequence_number":%d}\n\n' % (head, dumps(piece), n) for n, piece in batch]
-            yield first, events
+            for number, event in enumerate(events, first + 1):
+                self.sequence = number  # the next event's number, once this one is out
+                yield event
 
     def failed_event(self) -> bytes:
         """``response.failed``, numbered as the event it replaces (the first one not sent). A
@@ -1018,11 +1018,9 @@ class ResponseStream:
                 ),
             )
             fields = {**where, "logprobs": []}
-            for first, events in self._deltas("response.output_text.delta", fields, choice.pieces):
-                for number, event in enumerate(events, first + 1):
-                    self.sequence = number
-                    yield position, event
-                    position += 1
+            for event in self._deltas("response.output_text.delta", fields, choice.pieces):
+                yield position, event
+                position += 1
             last = max(0, position - 1)
             text = choice.text
             yield (
@@ -1058,11 +1056,9 @@ class ResponseStream:
                 ),
             )
             where = {"item_id": item_id, "output_index": index}
-            for first, events in self._deltas("response.function_call_arguments.delta", where, call.pieces):
-                for number, event in enumerate(events, first + 1):
-                    self.sequence = number
-                    yield position, event
-                    position += 1
+            for event in self._deltas("response.function_call_arguments.delta", where, call.pieces):
+                yield position, event
+                position += 1
             last = max(0, position - 1)
             arguments = call.json
             yield (
