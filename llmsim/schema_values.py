@@ -28,7 +28,7 @@ which callers split among its choices and tool calls), then raises :class:`Schem
 Limits, all best effort rather than errors (except the budget):
 
 - ``pattern``: strings are built from the parsed regex (lookarounds ignored, unbounded repeats
-  kept short, longer when ``minLength`` asks), then checked with the ``regex`` module under a
+  kept short; when ``minLength`` asks for more, repeats go on until it is met), then checked with the ``regex`` module under a
   timeout (a match that times out counts as no match); a pattern combined with lengths it cannot
   meet, two patterns merged by ``allOf`` (only the first is used), or a pattern only ``regex``
   parses (``\\p{L}``), may give a non-matching string.
@@ -752,6 +752,7 @@ class _Generator:
         self.retries = _RETRIES
         self.budget = budget
         self.room = 0  # characters a pattern candidate may still take
+        self.limit = self.fill = 0  # a candidate's length cap, and the length its repeats fill to
         self._refs: dict[str, Any] = {}
         self._cyclic: dict[str, bool] = {}
         self._patterns: dict[str, _Pattern | None] = {}
@@ -1106,9 +1107,9 @@ class _Generator:
         if info is not None and info.tree is not None:
             fits_in = high if high is not None else max(2 * max(low, info.shortest), 256)
             limit = min(fits_in, MAX_STRING_LENGTH)
-            extra = 3
+            extra, fill = 3, 0
             for _ in range(10):
-                candidate = self.from_pattern(info.tree, extra, limit)
+                candidate = self.from_pattern(info.tree, extra, limit, fill)
                 if candidate is None:  # longer than it may be: shorter repeats next time
                     extra = max(extra // 2, 0)
                     continue
@@ -1116,7 +1117,7 @@ class _Generator:
                 if low <= len(candidate) and self.search(pattern, candidate):
                     return candidate
                 if len(candidate) < low:
-                    extra = min(extra * 2, MAX_STRING_LENGTH)
+                    fill = low
         text = self.text(low, high)
         return text if first is None or self.search(pattern, text) else first
 
@@ -1144,9 +1145,12 @@ class _Generator:
         self.charge(max(2 + len(text) // 32, int((time.perf_counter() - start) * 1e6)))
         return found
 
-    def from_pattern(self, tree: Any, extra: int, limit: int) -> str | None:
+    def from_pattern(self, tree: Any, extra: int, limit: int, fill: int = 0) -> str | None:
+        """A string the tree matches, None if longer than `limit`. Repeats take up to `extra`
+        more than their minimum; while fewer than `fill` characters are written, they go on."""
         out: list[str] = []
-        self.room = limit
+        self.room = self.limit = limit
+        self.fill = fill
         try:
             self.emit(tree, out, {}, extra)
         except _TooLong:
@@ -1174,9 +1178,14 @@ class _Generator:
                 self.put(out, _pick_in(arg, rng))
             elif kind in _REPEATS:
                 low, high, sub = arg
-                for _ in range(rng.randint(low, min(high, low + extra))):
+                count, done = rng.randint(low, min(high, low + extra)), 0
+                while done < count or (done < high and self.limit - self.room < self.fill):
                     self.charge(1)
+                    room = self.room
                     self.emit(sub, out, groups, extra)
+                    done += 1
+                    if done > count and self.room == room:  # writes nothing: cannot fill
+                        break
             elif kind == "SUBPATTERN":
                 inner: list[str] = []
                 self.emit(arg[-1], inner, groups, extra)
