@@ -28,9 +28,9 @@ which callers split among its choices and tool calls), then raises :class:`Schem
 Limits, all best effort rather than errors (except the budget):
 
 - ``pattern``: strings are built from the parsed regex (lookarounds ignored, unbounded repeats
-  kept short; when ``minLength`` asks for more, repeats go on until it is met), then checked with the ``regex`` module under a
-  timeout (a match that times out counts as no match); a pattern combined with lengths it cannot
-  meet, two patterns merged by ``allOf`` (only the first is used), or a pattern only ``regex``
+  kept short, going on while ``minLength`` is not met), then checked with the ``regex`` module
+  under a timeout (a match that times out counts as no match); a pattern combined with lengths it
+  cannot meet, two patterns merged by ``allOf`` (only the first is used), or a pattern only ``regex``
   parses (``\\p{L}``), may give a non-matching string.
 - Recursion: past ``MAX_REF_DEPTH`` ``$ref`` expansions on a path, values are minimal (no optional
   properties, ``minItems`` items, non-recursive ``anyOf``/``oneOf`` branches and ``null`` first);
@@ -752,7 +752,7 @@ class _Generator:
         self.retries = _RETRIES
         self.budget = budget
         self.room = 0  # characters a pattern candidate may still take
-        self.limit = self.fill = 0  # a candidate's length cap, and the length its repeats fill to
+        self.filled = 0  # room left once a candidate is long enough: repeats go on until then
         self._refs: dict[str, Any] = {}
         self._cyclic: dict[str, bool] = {}
         self._patterns: dict[str, _Pattern | None] = {}
@@ -1149,8 +1149,7 @@ class _Generator:
         """A string the tree matches, None if longer than `limit`. Repeats take up to `extra`
         more than their minimum; while fewer than `fill` characters are written, they go on."""
         out: list[str] = []
-        self.room = self.limit = limit
-        self.fill = fill
+        self.room, self.filled = limit, limit - fill
         try:
             self.emit(tree, out, {}, extra)
         except _TooLong:
@@ -1179,7 +1178,7 @@ class _Generator:
             elif kind in _REPEATS:
                 low, high, sub = arg
                 count, done = rng.randint(low, min(high, low + extra)), 0
-                while done < count or (done < high and self.limit - self.room < self.fill):
+                while done < count or (done < high and self.room > self.filled):
                     self.charge(1)
                     room = self.room
                     self.emit(sub, out, groups, extra)
